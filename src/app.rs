@@ -1,0 +1,121 @@
+//! Wiring: picks the backends once from configuration, builds the domain service and
+//! the HTTP router, and serves it until a shutdown signal.
+
+use std::sync::Arc;
+
+use axum::middleware;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, StorageBackend};
+use crate::metadata::{self, DynMetadataStore, PoolOptions};
+use crate::ops::{self, Metrics};
+use crate::registry::{Limits, Registry};
+use crate::storage::{DynBlobStore, FsBlobStore, ObjectBlobStore};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The domain service.
+    pub registry: Registry,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Route name a handler attaches to its response, for metrics labels.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+/// Errors while starting up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metadata database could not be opened or migrated.
+    #[error("metadata: {0}")]
+    Metadata(#[from] metadata::MetadataError),
+    /// The blob store could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// Anything else (listening socket, data folder).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the metadata backend named by the configuration.
+pub async fn open_metadata(config: &Config) -> Result<DynMetadataStore, StartError> {
+    let url = config.metadata_url();
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let options = PoolOptions {
+        max_connections: config.metadata.max_connections,
+        acquire_timeout: std::time::Duration::from_secs(config.metadata.acquire_timeout_secs),
+    };
+    Ok(metadata::connect(&url, &options).await?)
+}
+
+/// Opens the blob backend named by the configuration.
+pub fn open_storage(config: &Config) -> Result<DynBlobStore, StartError> {
+    Ok(match config.storage.backend {
+        StorageBackend::Fs => Arc::new(FsBlobStore::open(config.storage_path())?),
+        StorageBackend::Memory => Arc::new(ObjectBlobStore::in_memory()),
+    })
+}
+
+/// Builds the application state from configuration, migrating when configured.
+pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+    let meta = open_metadata(&config).await?;
+    if config.metadata.migrate_on_start {
+        meta.migrate().await?;
+    }
+    let blobs = open_storage(&config)?;
+    let limits = Limits {
+        max_manifest_bytes: config.limits.max_manifest_bytes,
+        max_blob_bytes: config.limits.max_blob_bytes,
+        max_page: config.limits.max_page_size,
+        ..Limits::default()
+    };
+    Ok(AppState {
+        registry: Registry::new(blobs, meta, limits),
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// The complete HTTP application.
+pub fn router(state: AppState) -> axum::Router {
+    let metrics = state.metrics.clone();
+    crate::oci::router()
+        .merge(ops::router())
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(metrics, ops::track))
+}
+
+/// Serves `state` on `listener` until Ctrl-C or SIGTERM.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

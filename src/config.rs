@@ -1,0 +1,312 @@
+//! Configuration: defaults, then a TOML file, then `PACKS__SECTION__KEY` environment
+//! variables, then command-line flags, into typed structs with `deny_unknown_fields`
+//! and a `validate()` step. Every key is documented in `examples/registry.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Metadata database.
+    pub metadata: MetadataConfig,
+    /// Blob storage.
+    pub storage: StorageConfig,
+    /// Request and content limits.
+    pub limits: LimitsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Folder for the embedded defaults: the SQLite file and filesystem blobs.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5000".parse().expect("valid default"),
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `[metadata]`
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/metadata.db`.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// Seconds to wait for a pooled connection before failing the request.
+    pub acquire_timeout_secs: u64,
+    /// Run pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+}
+
+impl std::fmt::Debug for MetadataConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+/// A URL with any password replaced by `***`, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            url: String::new(),
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// Which blob backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under `storage.path`.
+    Fs,
+    /// Process memory (lost at exit; for tests and throwaway instances).
+    Memory,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `fs` or `memory`.
+    pub backend: StorageBackend,
+    /// Root folder of the `fs` backend; empty means `<data_dir>/blobs`.
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Fs,
+            path: PathBuf::new(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest blob accepted, in bytes; 0 means no limit.
+    pub max_blob_bytes: u64,
+    /// Longest repository name accepted (the spec allows up to 255).
+    pub max_name_length: usize,
+    /// Largest page of tags or repositories returned at once (also the default).
+    pub max_page_size: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_blob_bytes: 0,
+            max_name_length: crate::names::MAX_NAME_LEN,
+            max_page_size: 10_000,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `packs_registry=debug,info`
+    /// (`RUST_LOG` overrides it).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or does not match the schema.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the `PACKS__` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("PACKS__").split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.limits.max_manifest_bytes < 1024 {
+            return bad("limits.max_manifest_bytes must be at least 1024".into());
+        }
+        if !(1..=255).contains(&self.limits.max_name_length) {
+            return bad("limits.max_name_length must be between 1 and 255".into());
+        }
+        if self.limits.max_page_size == 0 {
+            return bad("limits.max_page_size must be at least 1".into());
+        }
+        if self.metadata.max_connections == 0 {
+            return bad("metadata.max_connections must be at least 1".into());
+        }
+        let url = &self.metadata.url;
+        if !url.is_empty()
+            && !["sqlite:", "postgres:", "postgresql:"]
+                .iter()
+                .any(|s| url.starts_with(s))
+        {
+            return bad(format!(
+                "metadata.url must start with sqlite:// or postgres:// (got {})",
+                redact_url(url)
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return bad(format!("log.level {:?}: {e}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The metadata URL in force.
+    pub fn metadata_url(&self) -> String {
+        if self.metadata.url.is_empty() {
+            format!(
+                "sqlite://{}",
+                self.server.data_dir.join("metadata.db").display()
+            )
+        } else {
+            self.metadata.url.clone()
+        }
+    }
+
+    /// The root of the filesystem blob store in force.
+    pub fn storage_path(&self) -> PathBuf {
+        if self.storage.path.as_os_str().is_empty() {
+            self.server.data_dir.join("blobs")
+        } else {
+            self.storage.path.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        let c = MetadataConfig {
+            url: "postgres://u:secret@h/db".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn file_and_environment_layer_over_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "r.toml",
+                "[server]\nlisten = \"0.0.0.0:6000\"\n[limits]\nmax_page_size = 50\n",
+            )?;
+            jail.set_env("PACKS__LIMITS__MAX_PAGE_SIZE", "70");
+            jail.set_env("PACKS__STORAGE__BACKEND", "memory");
+            let c = Config::load(Some(Path::new("r.toml"))).expect("loads");
+            assert_eq!(c.server.listen.port(), 6000);
+            assert_eq!(c.limits.max_page_size, 70);
+            assert_eq!(c.storage.backend, StorageBackend::Memory);
+            assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("u.toml", "[server]\nlisen = \"0.0.0.0:6000\"\n")?;
+            let e = Config::load(Some(Path::new("u.toml"))).unwrap_err();
+            assert!(e.to_string().contains("lisen"), "{e}");
+            jail.create_file("b.toml", "[metadata]\nurl = \"mysql://x\"\n")?;
+            assert!(Config::load(Some(Path::new("b.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,129 @@
+//! The `packs-registry` binary: parse arguments, load configuration, start
+//! telemetry, hand off to `app`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use packs_registry::{app, config::Config};
+
+#[derive(Parser)]
+#[command(name = "packs-registry", version, about = "An OCI registry for packs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Folder for the SQLite database and blobs [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file without starting anything.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        packs_registry::config::LogFormat::Json => builder.json().init(),
+        packs_registry::config::LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+            Command::Serve(args) => serve(args).await,
+            Command::Migrate { config } => migrate(config).await,
+            Command::Config {
+                command: ConfigCommand::Check { file },
+            } => Config::load(Some(&file))
+                .map(|_| println!("{}: ok", file.display()))
+                .map_err(|e| format!("{}: {e}", file.display())),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.server.data_dir = dir;
+    }
+    init_logging(&config);
+    let listen = config.server.listen;
+    let metadata = packs_registry::config::redact_url(&config.metadata_url());
+    let storage = match config.storage.backend {
+        packs_registry::config::StorageBackend::Fs => config.storage_path().display().to_string(),
+        packs_registry::config::StorageBackend::Memory => "memory (not persisted)".into(),
+    };
+    let state = app::build_state(config).await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("packs-registry {} listening on http://{bound}", env!("CARGO_PKG_VERSION"));
+    println!("  metadata: {metadata}");
+    println!("  blobs:    {storage}");
+    tracing::info!(%bound, %metadata, %storage, "serving");
+    app::serve(listener, state).await.map_err(|e| e.to_string())
+}
+
+async fn migrate(config: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
+    init_logging(&config);
+    let meta = app::open_metadata(&config).await.map_err(|e| e.to_string())?;
+    meta.migrate().await.map_err(|e| e.to_string())?;
+    println!(
+        "migrations applied to {}",
+        packs_registry::config::redact_url(&config.metadata_url())
+    );
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! The metadata index: repositories, blob links, manifests, tags, referrers and
+//! upload sessions. Readers trust it: a blob or manifest exists for the API exactly
+//! when its row exists here.
+//!
+//! Owns the [`MetadataStore`] contract and its SQL backends. All SQL lives in
+//! `sqlite.rs` and `postgres.rs`, each with its own `migrations/<dialect>/` folder.
+//! Must not import `oci`, `registry` or `storage`.
+
+mod migrations;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::digest::Digest;
+use crate::names::{RepoName, Tag};
+use crate::storage::PartInfo;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of the metadata layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A compare-and-swap lost: someone else changed the row first.
+    #[error("conflicting concurrent update")]
+    Conflict,
+    /// The database could not be reached.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+    /// Any other database failure.
+    #[error("database: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for MetadataError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => MetadataError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                MetadataError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Tls(_) => MetadataError::Unavailable(e.to_string()),
+            other => MetadataError::Database(other.to_string()),
+        }
+    }
+}
+
+/// Result alias of the metadata layer.
+pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
+
+/// A manifest as stored: its exact bytes and what was read out of them at push time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestRecord {
+    /// Digest of `body`.
+    pub digest: Digest,
+    /// Media type it was pushed with (and is served with).
+    pub media_type: String,
+    /// `artifactType`, or for an image manifest without one, its config media type.
+    pub artifact_type: Option<String>,
+    /// The `subject` it refers to, if any.
+    pub subject: Option<Digest>,
+    /// The manifest's `annotations`, as a JSON object text, if any.
+    pub annotations: Option<String>,
+    /// The exact bytes pushed.
+    pub body: Bytes,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// What kind of thing a manifest points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferenceKind {
+    /// The config blob.
+    Config,
+    /// A layer blob.
+    Layer,
+    /// A child manifest of an index.
+    Manifest,
+}
+
+impl ReferenceKind {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferenceKind::Config => "config",
+            ReferenceKind::Layer => "layer",
+            ReferenceKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// A manifest referring to `subject`, as listed by the referrers API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referrer {
+    /// The referrer's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its artifact type (see [`ManifestRecord::artifact_type`]).
+    pub artifact_type: Option<String>,
+    /// Its annotations as JSON object text.
+    pub annotations: Option<String>,
+}
+
+/// An upload session in progress. Everything a replica needs to continue it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRecord {
+    /// Session id (the UUID in the upload URL).
+    pub id: Uuid,
+    /// Repository the blob is being pushed to.
+    pub repo: RepoName,
+    /// Bytes received so far.
+    pub offset: u64,
+    /// Serialized running hash of the bytes received so far.
+    pub hash_state: Vec<u8>,
+    /// Stored parts, in order.
+    pub parts: Vec<PartInfo>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// One page of a listing, plus whether more follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items, in order.
+    pub items: Vec<T>,
+    /// Whether items exist after the last one returned.
+    pub more: bool,
+}
+
+/// Repositories and the blobs linked into them.
+#[async_trait]
+pub trait BlobIndex: Send + Sync {
+    /// Records a verified blob (global) and links it into `repo`, creating the
+    /// repository if needed. Idempotent.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+
+    /// Size of `digest` if it is linked into `repo`.
+    async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Size of `digest` if the blob is known anywhere in the registry.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Removes the link of `digest` from `repo`. Returns whether a link existed.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    /// Whether the repository exists.
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+
+    /// Repository names after `last`, in order, at most `n`.
+    async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>>;
+}
+
+/// Manifests, tags and referrers.
+#[async_trait]
+pub trait ManifestIndex: Send + Sync {
+    /// Of `digests`, those *not* present as blobs linked into `repo`.
+    async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
+
+    /// Of `digests`, those *not* present as manifests in `repo`.
+    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest])
+    -> Result<Vec<Digest>>;
+
+    /// Stores a manifest with what it references and points `tags` at it, in one
+    /// transaction. Re-putting an existing digest is idempotent (tags still move).
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        references: &[(Digest, ReferenceKind)],
+        tags: &[Tag],
+    ) -> Result<()>;
+
+    /// A manifest by digest.
+    async fn get_manifest(&self, repo: &RepoName, digest: &Digest)
+    -> Result<Option<ManifestRecord>>;
+
+    /// A manifest by tag.
+    async fn get_manifest_by_tag(&self, repo: &RepoName, tag: &Tag)
+    -> Result<Option<ManifestRecord>>;
+
+    /// Deletes a manifest and every tag pointing at it. Returns whether it existed.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    /// Deletes one tag. Returns whether it existed.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+
+    /// Tags of `repo` after `last`, in byte order, at most `n`.
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>>;
+
+    /// Manifests in `repo` whose subject is `subject`, optionally only of
+    /// `artifact_type`, ordered by digest, after `last`, at most `n`.
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Page<Referrer>>;
+}
+
+/// Upload sessions.
+#[async_trait]
+pub trait UploadIndex: Send + Sync {
+    /// Records a new session.
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<()>;
+
+    /// A session by id, if it belongs to `repo`.
+    async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>>;
+
+    /// Saves progress, only if the stored offset is still `expected_offset`
+    /// (otherwise [`MetadataError::Conflict`]).
+    async fn update_upload(&self, upload: &UploadRecord, expected_offset: u64) -> Result<()>;
+
+    /// Removes a session. Returns whether it existed.
+    async fn delete_upload(&self, id: Uuid) -> Result<bool>;
+}
+
+/// The whole metadata store: every narrow index plus health and migrations.
+#[async_trait]
+pub trait MetadataStore: BlobIndex + ManifestIndex + UploadIndex {
+    /// Runs pending migrations.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// A shared handle to the configured metadata backend.
+pub type DynMetadataStore = Arc<dyn MetadataStore>;
+
+/// Opens the backend named by the URL scheme (`sqlite:` or `postgres:`).
+pub async fn connect(url: &str, options: &PoolOptions) -> Result<DynMetadataStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+    } else {
+        Err(MetadataError::Database(format!(
+            "unsupported metadata URL scheme in {:?} (expected sqlite:// or postgres://)",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// Connection pool settings shared by both dialects.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Largest number of open connections.
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_connections: 16,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+

@@ -1,0 +1,463 @@
+//! SQLite dialect of the metadata store: the embedded default.
+//!
+//! WAL journal, one writer connection (SQLite serializes writers anyway; a single
+//! writer avoids `SQLITE_BUSY` on lock upgrades) and a pool of readers.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::*;
+
+
+/// Metadata in a SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`).
+    pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| MetadataError::Database(format!("invalid sqlite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(options.acquire_timeout);
+        if url.contains(":memory:") {
+            // One connection, or every connection would see its own empty database.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            return Ok(SqliteStore {
+                writer: pool.clone(),
+                reader: pool,
+            });
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+fn digest(s: String) -> Result<Digest> {
+    Digest::parse(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
+}
+
+fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
+    Ok(ManifestRecord {
+        digest: digest(row.try_get("digest")?)?,
+        media_type: row.try_get("media_type")?,
+        artifact_type: row.try_get("artifact_type")?,
+        subject: row
+            .try_get::<Option<String>, _>("subject_digest")?
+            .map(digest)
+            .transpose()?,
+        annotations: row.try_get("annotations")?,
+        body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const MANIFEST_COLUMNS: &str =
+    "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
+
+fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
+    let more = items.len() > n as usize;
+    items.truncate(n as usize);
+    Page { items, more }
+}
+
+#[async_trait]
+impl BlobIndex for SqliteStore {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(digest.as_str())
+            .bind(size as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repo = ? AND rb.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            .bind(digest.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM repository_blobs WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
+                .bind(last.unwrap_or(""))
+                .bind(i64::from(n) + 1)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(page(names, n))
+    }
+}
+
+#[async_trait]
+impl ManifestIndex for SqliteStore {
+    async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let mut missing = Vec::new();
+        let mut conn = self.reader.acquire().await?;
+        for d in digests {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = ?")
+                    .bind(repo.as_str())
+                    .bind(d.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if found.is_none() {
+                missing.push(d.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn missing_manifests(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Digest>> {
+        let mut missing = Vec::new();
+        let mut conn = self.reader.acquire().await?;
+        for d in digests {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
+                    .bind(repo.as_str())
+                    .bind(d.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if found.is_none() {
+                missing.push(d.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        references: &[(Digest, ReferenceKind)],
+        tags: &[Tag],
+    ) -> Result<()> {
+        let now = now_millis();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(repo.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
+                                    annotations, size, body, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(m.digest.as_str())
+        .bind(&m.media_type)
+        .bind(&m.artifact_type)
+        .bind(m.subject.as_ref().map(Digest::as_str))
+        .bind(&m.annotations)
+        .bind(m.body.len() as i64)
+        .bind(m.body.as_ref())
+        .bind(m.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() > 0 {
+            for (child, kind) in references {
+                sqlx::query(
+                    "INSERT INTO manifest_references (repo, manifest, child_digest, kind)
+                     VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo.as_str())
+                .bind(m.digest.as_str())
+                .bind(child.as_str())
+                .bind(kind.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for tag in tags {
+            sqlx::query(
+                "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (repo, name) DO UPDATE
+                 SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(m.digest.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLUMNS} FROM manifests m WHERE m.repo = ? AND m.digest = ?"
+        ))
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(manifest_from_row).transpose()
+    }
+
+    async fn get_manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLUMNS} FROM tags t
+             JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest
+             WHERE t.repo = ? AND t.name = ?"
+        ))
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(manifest_from_row).transpose()
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        // Tags and references go with it (ON DELETE CASCADE).
+        let done = sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(i64::from(n) + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(page(names, n))
+    }
+
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        last: Option<&str>,
+        n: u32,
+    ) -> Result<Page<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+             WHERE repo = ? AND subject_digest = ? AND digest > ?
+               AND (? IS NULL OR artifact_type = ?)
+             ORDER BY digest LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .bind(i64::from(n) + 1)
+        .fetch_all(&self.reader)
+        .await?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(Referrer {
+                    digest: digest(row.try_get("digest")?)?,
+                    media_type: row.try_get("media_type")?,
+                    size: row.try_get::<i64, _>("size")? as u64,
+                    artifact_type: row.try_get("artifact_type")?,
+                    annotations: row.try_get("annotations")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(items, n))
+    }
+}
+
+fn upload_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UploadRecord> {
+    let id: String = row.try_get("id")?;
+    let repo: String = row.try_get("repo")?;
+    let parts: String = row.try_get("parts")?;
+    Ok(UploadRecord {
+        id: Uuid::parse_str(&id).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
+        repo: RepoName::parse(&repo).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
+        offset: row.try_get::<i64, _>("offset")? as u64,
+        hash_state: row.try_get("hash_state")?,
+        parts: serde_json::from_str(&parts).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn parts_json(parts: &[PartInfo]) -> String {
+    serde_json::to_string(parts).expect("parts serialize")
+}
+
+#[async_trait]
+impl UploadIndex for SqliteStore {
+    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, repo, \"offset\", hash_state, parts, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.id.to_string())
+        .bind(u.repo.as_str())
+        .bind(u.offset as i64)
+        .bind(&u.hash_state)
+        .bind(parts_json(&u.parts))
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
+        // Read from the writer: a session's progress must be seen the moment it is saved.
+        let row = sqlx::query(
+            "SELECT id, repo, \"offset\", hash_state, parts, created_at, updated_at
+             FROM uploads WHERE id = ? AND repo = ?",
+        )
+        .bind(id.to_string())
+        .bind(repo.as_str())
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE uploads SET \"offset\" = ?, hash_state = ?, parts = ?, updated_at = ?
+             WHERE id = ? AND \"offset\" = ?",
+        )
+        .bind(u.offset as i64)
+        .bind(&u.hash_state)
+        .bind(parts_json(&u.parts))
+        .bind(u.updated_at)
+        .bind(u.id.to_string())
+        .bind(expected_offset as i64)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(MetadataError::Conflict)
+        }
+    }
+
+    async fn delete_upload(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        super::migrations::sqlite()
+            .await
+            .run(&self.writer)
+            .await
+            .map_err(|e| MetadataError::Database(format!("migration failed: {e}")))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! The domain: uploads, blobs, manifests, tags, referrers and the catalog, with the
+//! rules that keep them consistent (verify before visible, references must exist,
+//! bytes first then metadata).
+//!
+//! Knows neither HTTP nor JSON error envelopes: `oci/` and `packs/` translate.
+//! Talks to storage and metadata only through their traits.
+
+mod blobs;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+
+use crate::digest::{Digest, DigestError};
+use crate::metadata::{DynMetadataStore, MetadataError, Page, Referrer};
+use crate::names::{NameError, RepoName};
+use crate::storage::{DynBlobStore, StorageError};
+
+pub use blobs::BlobRead;
+pub use manifests::{ManifestPushed, media_types};
+pub use uploads::{ChunkRange, UploadState};
+
+/// Everything that can go wrong in the domain, as the API layers need to tell it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The blob is not in this repository.
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    /// No such upload session in this repository.
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    /// The upload request is malformed.
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    /// A chunk did not start where the upload stands.
+    #[error("chunk out of order: the upload is at offset {offset}")]
+    ChunkOutOfOrder {
+        /// Bytes received so far.
+        offset: u64,
+    },
+    /// The content did not hash to the digest given, or the digest is malformed.
+    #[error("digest invalid: {0}")]
+    DigestInvalid(String),
+    /// A declared length did not match the content.
+    #[error("size invalid: {0}")]
+    SizeInvalid(String),
+    /// The content exceeds a configured limit.
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The manifest is malformed or of an unsupported type.
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    /// No such manifest or tag.
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    /// The stored manifest is of a type the client's `Accept` excludes.
+    #[error("manifest of type {0} is not acceptable to the client")]
+    ManifestNotAcceptable(String),
+    /// The manifest refers to blobs or manifests not in the repository.
+    #[error("manifest references unknown blobs or manifests")]
+    ManifestBlobUnknown(Vec<Digest>),
+    /// The repository name is invalid.
+    #[error("{0}")]
+    NameInvalid(NameError),
+    /// The repository does not exist.
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    /// A tag or reference is invalid.
+    #[error("{0}")]
+    ReferenceInvalid(NameError),
+    /// A byte range outside the blob.
+    #[error("range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable {
+        /// Size of the blob.
+        size: u64,
+    },
+    /// The operation is not supported.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A dependency (database, object store) is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request body could not be read to the end.
+    #[error("request body: {0}")]
+    Body(String),
+    /// Anything else: a bug or a backend failure.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound(_) => Error::BlobUnknown,
+            StorageError::RangeNotSatisfiable => Error::RangeNotSatisfiable { size: 0 },
+            StorageError::Body(e) => Error::Body(e.to_string()),
+            StorageError::Unavailable(m) => Error::Unavailable(format!("object store: {m}")),
+            StorageError::Other(m) => Error::Internal(format!("storage: {m}")),
+        }
+    }
+}
+
+impl From<MetadataError> for Error {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::Unavailable(m) => Error::Unavailable(format!("database: {m}")),
+            other => Error::Internal(format!("metadata: {other}")),
+        }
+    }
+}
+
+impl From<DigestError> for Error {
+    fn from(e: DigestError) -> Self {
+        Error::DigestInvalid(e.to_string())
+    }
+}
+
+/// Result alias of the domain.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Limits the domain enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest blob accepted, in bytes (0: no limit).
+    pub max_blob_bytes: u64,
+    /// Page size of tag and catalog listings when the client gives no `n`, and the
+    /// largest `n` honoured.
+    pub max_page: u32,
+    /// Page size of referrer listings.
+    pub referrers_page: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_blob_bytes: 0,
+            max_page: 10_000,
+            referrers_page: 500,
+        }
+    }
+}
+
+/// The registry: the one domain service every HTTP layer calls.
+#[derive(Clone)]
+pub struct Registry {
+    blobs: DynBlobStore,
+    meta: DynMetadataStore,
+    limits: Arc<Limits>,
+}
+
+/// The state of one dependency, as `/readyz` reports it.
+#[derive(Debug, Clone)]
+pub struct DependencyStatus {
+    /// `database` or `storage`.
+    pub name: &'static str,
+    /// `None` when healthy, else why not.
+    pub error: Option<String>,
+}
+
+impl Registry {
+    /// Builds the registry over its two backends.
+    pub fn new(blobs: DynBlobStore, meta: DynMetadataStore, limits: Limits) -> Self {
+        Registry {
+            blobs,
+            meta,
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The smallest chunk the blob backend accepts (0: any).
+    pub fn min_chunk(&self) -> u64 {
+        self.blobs.min_part_size()
+    }
+
+    /// Checks both dependencies.
+    pub async fn readiness(&self) -> Vec<DependencyStatus> {
+        let (db, store) = tokio::join!(self.meta.ping(), self.blobs.ping());
+        vec![
+            DependencyStatus {
+                name: "database",
+                error: db.err().map(|e| e.to_string()),
+            },
+            DependencyStatus {
+                name: "storage",
+                error: store.err().map(|e| e.to_string()),
+            },
+        ]
+    }
+
+    /// Tags of a repository, in byte order, after `last`, at most `n`.
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Page<String>> {
+        if !self.meta.repository_exists(repo).await? {
+            return Err(Error::NameUnknown);
+        }
+        let n = n.unwrap_or(self.limits.max_page).min(self.limits.max_page);
+        if n == 0 {
+            return Ok(Page {
+                items: vec![],
+                more: false,
+            });
+        }
+        Ok(self.meta.list_tags(repo, last, n).await?)
+    }
+
+    /// Repository names after `last`, at most `n`.
+    pub async fn catalog(&self, last: Option<&str>, n: Option<u32>) -> Result<Page<String>> {
+        let n = n.unwrap_or(self.limits.max_page).min(self.limits.max_page);
+        if n == 0 {
+            return Ok(Page {
+                items: vec![],
+                more: false,
+            });
+        }
+        Ok(self.meta.list_repositories(last, n).await?)
+    }
+
+    /// Manifests in `repo` whose `subject` is `subject`. Never fails for an unknown
+    /// subject or repository: the answer is then empty.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        last: Option<&str>,
+    ) -> Result<Page<Referrer>> {
+        Ok(self
+            .meta
+            .list_referrers(repo, subject, artifact_type, last, self.limits.referrers_page)
+            .await?)
+    }
+}
+

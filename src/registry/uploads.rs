@@ -1,0 +1,332 @@
+//! Blob uploads: monolithic, chunked, resumable across requests and replicas,
+//! and cross-repository mounts. Every byte is hashed as it streams; a blob becomes
+//! visible only after its bytes are verified, durable, and then indexed.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use super::{Error, Registry, Result};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::metadata::{MetadataError, UploadRecord, now_millis};
+use crate::names::RepoName;
+use crate::storage::{ByteStream, PartInfo, StorageError};
+
+/// Where an upload session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadState {
+    /// Session id.
+    pub id: Uuid,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+/// An inclusive byte range a chunk claims to cover (`Content-Range: start-end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// First byte offset.
+    pub start: u64,
+    /// Last byte offset (inclusive).
+    pub end: u64,
+}
+
+impl ChunkRange {
+    /// Number of bytes the range covers.
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    /// Never true: an inclusive range holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Hashes and counts bytes as they pass, stopping the stream past a size limit.
+struct Tap {
+    hasher: Hasher,
+    count: u64,
+    exceeded: bool,
+}
+
+fn tap(body: ByteStream, hasher: Hasher, already: u64, limit: u64) -> (ByteStream, Arc<Mutex<Tap>>) {
+    let state = Arc::new(Mutex::new(Tap {
+        hasher,
+        count: 0,
+        exceeded: false,
+    }));
+    let inner = state.clone();
+    let stream = body
+        .map(move |chunk| {
+            let chunk = chunk?;
+            let mut t = inner.lock().expect("tap lock");
+            t.count += chunk.len() as u64;
+            if limit > 0 && already + t.count > limit {
+                t.exceeded = true;
+                return Err(std::io::Error::other("blob size limit exceeded"));
+            }
+            t.hasher.update(&chunk);
+            Ok(chunk)
+        })
+        .boxed();
+    (stream, state)
+}
+
+impl Registry {
+    /// Writes `body` as part `number` of `upload`, hashing it on the way.
+    async fn write_part(
+        &self,
+        upload: Uuid,
+        number: u32,
+        hasher: Hasher,
+        already: u64,
+        body: ByteStream,
+    ) -> Result<(PartInfo, Hasher)> {
+        let (stream, state) = tap(body, hasher, already, self.limits.max_blob_bytes);
+        let written = self.blobs.put_part(upload, number, stream).await;
+        let tap = Arc::try_unwrap(state)
+            .ok()
+            .expect("stream dropped by put_part")
+            .into_inner()
+            .expect("tap lock");
+        if tap.exceeded {
+            return Err(Error::TooLarge {
+                what: "blob",
+                limit: self.limits.max_blob_bytes,
+            });
+        }
+        let part = written?;
+        if part.size != tap.count {
+            return Err(Error::Internal(format!(
+                "storage wrote {} bytes of {}",
+                part.size, tap.count
+            )));
+        }
+        Ok((part, tap.hasher))
+    }
+
+    /// Makes the parts of `upload` the blob `expected`, if they hash to it.
+    async fn seal(
+        &self,
+        repo: &RepoName,
+        upload: Uuid,
+        parts: &[PartInfo],
+        hasher: Hasher,
+        expected: &Digest,
+    ) -> Result<u64> {
+        let size: u64 = parts.iter().map(|p| p.size).sum();
+        let actual = if hasher.algorithm() == expected.algorithm() {
+            hasher.finish()
+        } else {
+            // The session hashed with another algorithm: read the parts back once.
+            let mut h = expected.algorithm().hasher();
+            for p in parts {
+                let mut s = self.blobs.read_part(upload, p).await?;
+                while let Some(chunk) = s.next().await {
+                    h.update(&chunk.map_err(|e| Error::Internal(e.to_string()))?);
+                }
+            }
+            h.finish()
+        };
+        if &actual != expected {
+            return Err(Error::DigestInvalid(format!(
+                "content digest {actual} does not match {expected}"
+            )));
+        }
+        self.blobs.commit(upload, parts, expected).await?;
+        self.meta.link_blob(repo, expected, size).await?;
+        Ok(size)
+    }
+
+    /// Pushes a whole blob in one request (`POST ?digest=`).
+    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
+        let upload = Uuid::new_v4();
+        let result = async {
+            let (part, hasher) = self
+                .write_part(upload, 0, digest.algorithm().hasher(), 0, body)
+                .await?;
+            self.seal(repo, upload, &[part], hasher, digest).await
+        }
+        .await;
+        if result.is_err() {
+            self.discard(upload).await;
+        }
+        result
+    }
+
+    /// Removes what a failed upload left in storage; failures are only logged.
+    async fn discard(&self, upload: Uuid) {
+        if let Err(e) = self.blobs.abort(upload).await {
+            tracing::warn!(%upload, error = %e, "could not remove an abandoned upload's parts");
+        }
+    }
+
+    /// Opens an upload session hashing with `algorithm`.
+    pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadState> {
+        let now = now_millis();
+        let record = UploadRecord {
+            id: Uuid::new_v4(),
+            repo: repo.clone(),
+            offset: 0,
+            hash_state: algorithm.hasher().to_state(),
+            parts: vec![],
+            created_at: now,
+            updated_at: now,
+        };
+        self.meta.create_upload(&record).await?;
+        Ok(UploadState {
+            id: record.id,
+            offset: 0,
+        })
+    }
+
+    async fn load_upload(&self, repo: &RepoName, id: Uuid) -> Result<(UploadRecord, Hasher)> {
+        let record = self
+            .meta
+            .get_upload(repo, id)
+            .await?
+            .ok_or(Error::BlobUploadUnknown)?;
+        let hasher = Hasher::from_state(&record.hash_state)
+            .ok_or_else(|| Error::Internal(format!("upload {id} has a corrupt hash state")))?;
+        Ok((record, hasher))
+    }
+
+    /// Where a session stands.
+    pub async fn upload_status(&self, repo: &RepoName, id: Uuid) -> Result<UploadState> {
+        let (record, _) = self.load_upload(repo, id).await?;
+        Ok(UploadState {
+            id,
+            offset: record.offset,
+        })
+    }
+
+    /// Appends a chunk. With a `range`, it must start where the upload stands and
+    /// cover exactly the bytes sent.
+    pub async fn append_chunk(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<UploadState> {
+        let (mut record, hasher) = self.load_upload(repo, id).await?;
+        self.append(&mut record, hasher, range, body).await?;
+        Ok(UploadState {
+            id,
+            offset: record.offset,
+        })
+    }
+
+    async fn append(
+        &self,
+        record: &mut UploadRecord,
+        hasher: Hasher,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<Hasher> {
+        if let Some(r) = range
+            && r.start != record.offset
+        {
+            return Err(Error::ChunkOutOfOrder {
+                offset: record.offset,
+            });
+        }
+        let number = u32::try_from(record.parts.len())
+            .map_err(|_| Error::BlobUploadInvalid("too many chunks".into()))?;
+        let (part, hasher) = self
+            .write_part(record.id, number, hasher, record.offset, body)
+            .await?;
+        if let Some(r) = range
+            && part.size != r.len()
+        {
+            return Err(Error::SizeInvalid(format!(
+                "Content-Range covers {} bytes but {} were sent",
+                r.len(),
+                part.size
+            )));
+        }
+        if part.size == 0 {
+            return Ok(hasher);
+        }
+        let expected_offset = record.offset;
+        record.offset += part.size;
+        record.parts.push(part);
+        record.hash_state = hasher.to_state();
+        record.updated_at = now_millis();
+        match self.meta.update_upload(record, expected_offset).await {
+            Ok(()) => Ok(hasher),
+            // Another request advanced the session first: this chunk lost the race.
+            Err(MetadataError::Conflict) => {
+                let current = self
+                    .meta
+                    .get_upload(&record.repo, record.id)
+                    .await?
+                    .ok_or(Error::BlobUploadUnknown)?;
+                Err(Error::ChunkOutOfOrder {
+                    offset: current.offset,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Closes a session: appends the final chunk if any, verifies the digest of the
+    /// whole, and makes the blob visible. Returns the blob's size.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        digest: &Digest,
+        range: Option<ChunkRange>,
+        body: Option<ByteStream>,
+    ) -> Result<u64> {
+        let (mut record, mut hasher) = self.load_upload(repo, id).await?;
+        if let Some(body) = body {
+            hasher = self.append(&mut record, hasher, range, body).await?;
+        }
+        let size = self
+            .seal(repo, id, &record.parts, hasher, digest)
+            .await;
+        match size {
+            Ok(size) => {
+                self.meta.delete_upload(id).await?;
+                Ok(size)
+            }
+            Err(e @ Error::DigestInvalid(_)) => {
+                // Nothing is stored under a digest the bytes do not have; the session
+                // is spent (as in Distribution) and its parts are removed.
+                self.meta.delete_upload(id).await?;
+                self.discard(id).await;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cancels a session and removes its parts.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: Uuid) -> Result<()> {
+        self.meta
+            .get_upload(repo, id)
+            .await?
+            .ok_or(Error::BlobUploadUnknown)?;
+        self.meta.delete_upload(id).await?;
+        self.discard(id).await;
+        Ok(())
+    }
+
+    /// Links a blob of repository `from` into `repo` without copying bytes. Returns
+    /// `false` when `from` does not hold the blob (the caller then opens a session).
+    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        let Some(size) = self.meta.blob_in_repo(from, digest).await? else {
+            return Ok(false);
+        };
+        match self.blobs.stat(digest).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(StorageError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.meta.link_blob(repo, digest, size).await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,235 @@
+//! Filesystem backend: blobs and upload parts as files under one root directory.
+//!
+//! Written directly on `std::fs` rather than `object_store::LocalFileSystem`, because a
+//! registry needs what that driver lacks: `fsync` before a blob is declared durable,
+//! atomic `rename` into place, in-kernel concatenation of parts (`copy_file_range`),
+//! and plain file handles for serving ranges.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_util::io::ReaderStream;
+use uuid::Uuid;
+
+use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey};
+use crate::digest::Digest;
+
+/// Size of the read buffer when streaming a blob out.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Blobs stored as files under `root`.
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("blobs"))?;
+        std::fs::create_dir_all(root.join("uploads"))?;
+        Ok(FsBlobStore { root })
+    }
+
+    fn path(&self, key: &StorageKey) -> PathBuf {
+        self.root.join(key.path())
+    }
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, StorageError>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StorageError::Other(format!("blocking task failed: {e}")))?
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put_part(
+        &self,
+        upload: Uuid,
+        number: u32,
+        mut body: ByteStream,
+    ) -> Result<PartInfo, StorageError> {
+        let id = format!("{number:06}.{}", Uuid::new_v4().simple());
+        let path = self.path(&StorageKey::UploadPart {
+            upload,
+            id: id.clone(),
+        });
+        // Writes happen on a blocking thread while this task keeps reading (and the
+        // caller keeps hashing) the request body: the two overlap on two cores.
+        let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
+            std::fs::create_dir_all(path.parent().expect("part has a parent"))?;
+            let mut file = std::fs::File::create(&path)?;
+            let mut size = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                size += chunk.len() as u64;
+            }
+            file.sync_all()?;
+            Ok(size)
+        });
+        let mut body_error = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| StorageError::Other(format!("writer task failed: {e}")))?;
+        if let Some(e) = body_error {
+            return Err(StorageError::Body(e));
+        }
+        Ok(PartInfo { id, size: written? })
+    }
+
+    async fn commit(
+        &self,
+        upload: Uuid,
+        parts: &[PartInfo],
+        digest: &Digest,
+    ) -> Result<(), StorageError> {
+        let target = self.path(&StorageKey::Blob(digest.clone()));
+        let upload_dir = self.path(&StorageKey::Upload(upload));
+        let part_paths: Vec<PathBuf> = parts
+            .iter()
+            .map(|p| {
+                self.path(&StorageKey::UploadPart {
+                    upload,
+                    id: p.id.clone(),
+                })
+            })
+            .collect();
+        blocking(move || {
+            if !target.exists() {
+                let dir = target.parent().expect("blob has a parent");
+                std::fs::create_dir_all(dir)?;
+                let joined = upload_dir.join("joined");
+                match part_paths.as_slice() {
+                    [] => {
+                        let f = std::fs::File::create(&joined)?;
+                        f.sync_all()?;
+                    }
+                    [only] => std::fs::rename(only, &joined)?,
+                    [first, rest @ ..] => {
+                        std::fs::rename(first, &joined)?;
+                        let mut out = std::fs::OpenOptions::new().append(true).open(&joined)?;
+                        for p in rest {
+                            let mut f = std::fs::File::open(p)?;
+                            // std::io::copy uses copy_file_range on Linux: no bytes through user space.
+                            std::io::copy(&mut f, &mut out)?;
+                        }
+                        out.sync_all()?;
+                    }
+                }
+                std::fs::rename(&joined, &target)?;
+                sync_dir(dir)?;
+            }
+            match std::fs::remove_dir_all(&upload_dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn read_part(&self, upload: Uuid, part: &PartInfo) -> Result<ByteStream, StorageError> {
+        let path = self.path(&StorageKey::UploadPart {
+            upload,
+            id: part.id.clone(),
+        });
+        let file = tokio::fs::File::open(&path).await?;
+        Ok(ReaderStream::with_capacity(file, READ_CHUNK).boxed())
+    }
+
+    async fn abort(&self, upload: Uuid) -> Result<(), StorageError> {
+        let dir = self.path(&StorageKey::Upload(upload));
+        blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StorageError> {
+        let path = self.path(&StorageKey::Blob(digest.clone()));
+        let (file, len) = blocking(move || {
+            let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StorageError::NotFound(path.display().to_string()),
+                _ => e.into(),
+            })?;
+            let size = file.metadata()?.len();
+            let (start, len) = match range {
+                None => (0, size),
+                Some(r) if r.start < size && r.end <= size && r.start < r.end => {
+                    (r.start, r.end - r.start)
+                }
+                Some(_) => return Err(StorageError::RangeNotSatisfiable),
+            };
+            if start > 0 {
+                file.seek(SeekFrom::Start(start))?;
+            }
+            Ok((file, len))
+        })
+        .await?;
+        let reader = tokio::fs::File::from_std(file).take(len);
+        Ok(ReaderStream::with_capacity(reader, READ_CHUNK).boxed())
+    }
+
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        match tokio::fs::metadata(self.path(&StorageKey::Blob(digest.clone()))).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path(&StorageKey::Blob(digest.clone()))).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        let probe = self.root.join("uploads").join(".ready-probe");
+        blocking(move || {
+            std::fs::write(&probe, b"ok")
+                .and_then(|()| std::fs::remove_file(&probe))
+                .map_err(|e| StorageError::Unavailable(format!("{}: {e}", probe.display())))
+        })
+        .await
+    }
+}

@@ -1,0 +1,156 @@
+//! The byte layer: where blob contents and in-progress uploads live.
+//!
+//! Owns the key layout and the [`BlobStore`] contract. It knows digests and upload ids,
+//! never repositories, tags, HTTP or SQL: it must not import `metadata`, `registry`
+//! or `oci`. Whether a blob is *visible* is decided by metadata, not here.
+//!
+//! Key layout, relative to the store's root:
+//! ```text
+//! blobs/<algorithm>/<2 hex>/<hex>    immutable content, written only after its digest was checked
+//! uploads/<uuid>/<part>.<nonce>      one part of an upload in progress
+//! ```
+
+mod fs;
+mod object;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::digest::Digest;
+
+pub use fs::FsBlobStore;
+pub use object::ObjectBlobStore;
+
+/// A stream of bytes in or out of the store.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// Errors of the byte layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The blob or part does not exist.
+    #[error("not found in storage: {0}")]
+    NotFound(String),
+    /// The requested range starts past the end of the blob.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable,
+    /// The request body failed while it was being read (client went away, bad framing).
+    #[error("request body: {0}")]
+    Body(std::io::Error),
+    /// The backend could not be reached or failed.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+    /// Any other backend failure.
+    #[error("storage: {0}")]
+    Other(String),
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound(e.to_string())
+        } else {
+            StorageError::Other(e.to_string())
+        }
+    }
+}
+
+/// A typed storage key; the only place the layout above is spelled out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageKey {
+    /// Verified content of a blob.
+    Blob(Digest),
+    /// Directory (prefix) holding the parts of one upload.
+    Upload(Uuid),
+    /// One stored part of an upload.
+    UploadPart {
+        /// The upload.
+        upload: Uuid,
+        /// The part's id as returned by [`BlobStore::put_part`].
+        id: String,
+    },
+}
+
+impl StorageKey {
+    /// The relative path of this key.
+    pub fn path(&self) -> String {
+        match self {
+            StorageKey::Blob(d) => {
+                let hex = d.hex();
+                format!("blobs/{}/{}/{}", d.algorithm().as_str(), &hex[..2], hex)
+            }
+            StorageKey::Upload(u) => format!("uploads/{u}"),
+            StorageKey::UploadPart { upload, id } => format!("uploads/{upload}/{id}"),
+        }
+    }
+}
+
+/// One stored part of an upload, as recorded in the upload's metadata row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    /// Backend-specific id of the part (a file name, or an S3 part's ETag).
+    pub id: String,
+    /// Bytes in the part.
+    pub size: u64,
+}
+
+/// The contract every blob backend honours.
+///
+/// Parts are written whole or not at all from the caller's point of view: when
+/// [`put_part`](BlobStore::put_part) returns `Ok`, the part is durable; when it returns
+/// an error, the caller forgets the part (the backend may leave garbage under the
+/// upload's prefix, which [`abort`](BlobStore::abort) removes).
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Smallest size every part but the last must have, or 0 when there is no minimum.
+    fn min_part_size(&self) -> u64 {
+        0
+    }
+
+    /// Stores the next part (`number`, counting from 0) of `upload` from `body`.
+    /// Returns once the bytes are durable.
+    async fn put_part(
+        &self,
+        upload: Uuid,
+        number: u32,
+        body: ByteStream,
+    ) -> Result<PartInfo, StorageError>;
+
+    /// Joins `parts`, in order, into the blob `digest` and removes the upload's parts.
+    /// The caller has already verified that the parts hash to `digest`. If the blob
+    /// already exists the parts are simply removed. After `Ok`, the blob is durable.
+    async fn commit(
+        &self,
+        upload: Uuid,
+        parts: &[PartInfo],
+        digest: &Digest,
+    ) -> Result<(), StorageError>;
+
+    /// Reads back one stored part (used to re-hash an upload under another algorithm).
+    async fn read_part(&self, upload: Uuid, part: &PartInfo) -> Result<ByteStream, StorageError>;
+
+    /// Removes everything stored for `upload`. Removing nothing is not an error.
+    async fn abort(&self, upload: Uuid) -> Result<(), StorageError>;
+
+    /// Opens a blob, whole or the byte `range` of it (end exclusive, within the blob).
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>)
+    -> Result<ByteStream, StorageError>;
+
+    /// Size of the blob's stored bytes, or `None` when they are absent.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
+
+    /// Removes a blob's bytes. Removing a missing blob is not an error.
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Checks that the backend is reachable and writable.
+    async fn ping(&self) -> Result<(), StorageError>;
+}
+
+/// A shared handle to the configured backend.
+pub type DynBlobStore = Arc<dyn BlobStore>;
+
