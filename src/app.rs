@@ -62,6 +62,7 @@ pub fn open_storage(config: &Config) -> Result<DynBlobStore, StartError> {
     Ok(match config.storage.backend {
         StorageBackend::Fs => Arc::new(FsBlobStore::open(config.storage_path())?),
         StorageBackend::Memory => Arc::new(ObjectBlobStore::in_memory()),
+        StorageBackend::S3 => Arc::new(ObjectBlobStore::s3(&config.storage.s3)?),
     })
 }
 

@@ -102,16 +102,20 @@ pub enum StorageBackend {
     Fs,
     /// Process memory (lost at exit; for tests and throwaway instances).
     Memory,
+    /// An S3-compatible object store (`[storage.s3]`).
+    S3,
 }
 
 /// `[storage]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `fs` or `memory`.
+    /// `fs`, `s3` or `memory`.
     pub backend: StorageBackend,
     /// Root folder of the `fs` backend; empty means `<data_dir>/blobs`.
     pub path: PathBuf,
+    /// The `s3` backend.
+    pub s3: S3Config,
 }
 
 impl Default for StorageConfig {
@@ -119,6 +123,68 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::Fs,
             path: PathBuf::new(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// `[storage.s3]`: an S3-compatible object store. Empty credentials fall back to
+/// the usual `AWS_*` environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, …).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Bucket name (required with `backend = "s3"`).
+    pub bucket: String,
+    /// Endpoint URL for on-premise stores (`http://127.0.0.1:9000`); empty for AWS.
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Access key id; empty: from the environment.
+    pub access_key_id: String,
+    /// Secret access key; empty: from the environment.
+    #[serde(serialize_with = "serialize_secret")]
+    pub secret_access_key: secrecy::SecretString,
+    /// Address buckets as `endpoint/bucket` (path style, what most on-premise stores
+    /// need) rather than `bucket.endpoint`.
+    pub path_style: bool,
+    /// Allow plain-HTTP endpoints (implied by an `http://` endpoint).
+    pub allow_http: bool,
+    /// Key prefix inside the bucket, to share a bucket (`registry/`).
+    pub prefix: String,
+    /// Seconds to establish a connection before failing (fail fast when S3 is down).
+    pub connect_timeout_secs: u64,
+    /// Seconds one S3 request may take (a part upload or a ranged read).
+    pub request_timeout_secs: u64,
+    /// Retries of a failed S3 request.
+    pub max_retries: usize,
+    /// Seconds after which a request is not retried any more.
+    pub retry_timeout_secs: u64,
+}
+
+fn serialize_secret<S: serde::Serializer>(
+    secret: &secrecy::SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    serializer.serialize_str(secret.expose_secret())
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            access_key_id: String::new(),
+            secret_access_key: secrecy::SecretString::default(),
+            path_style: true,
+            allow_http: false,
+            prefix: String::new(),
+            connect_timeout_secs: 3,
+            request_timeout_secs: 300,
+            max_retries: 3,
+            retry_timeout_secs: 20,
         }
     }
 }
@@ -233,6 +299,9 @@ impl Config {
                 "metadata.url must start with sqlite:// or postgres:// (got {})",
                 redact_url(url)
             ));
+        }
+        if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {
+            return bad("storage.s3.bucket is required when storage.backend = \"s3\"".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(format!("log.level {:?}: {e}", self.log.level));

@@ -103,6 +103,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let storage = match config.storage.backend {
         packs_registry::config::StorageBackend::Fs => config.storage_path().display().to_string(),
         packs_registry::config::StorageBackend::Memory => "memory (not persisted)".into(),
+        packs_registry::config::StorageBackend::S3 => {
+            let s3 = &config.storage.s3;
+            let endpoint = if s3.endpoint.is_empty() { "AWS" } else { &s3.endpoint };
+            format!("s3://{}/{} at {endpoint}", s3.bucket, s3.prefix.trim_matches('/'))
+        }
     };
     let state = app::build_state(config).await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen)
