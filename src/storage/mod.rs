@@ -12,6 +12,7 @@
 
 mod fs;
 mod object;
+mod s3;
 
 use std::ops::Range;
 use std::sync::Arc;
