@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::OciError;
@@ -51,6 +52,37 @@ pub async fn get(
     Ok(response)
 }
 
+/// How far past the manifest limit a body is still read (and discarded) so the
+/// client receives the 413.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads a manifest body of at most `limit` bytes. A larger one is read on to its
+/// end (up to [`DRAIN_LIMIT`] more) before the 413: answering without reading it
+/// closes the connection under a client still sending, which then sees a broken
+/// pipe instead of the 413.
+async fn read_body(body: Body, limit: u64) -> Result<bytes::Bytes, OciError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut read: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| OciError::from(Error::Body(e.to_string())))?;
+        read += chunk.len() as u64;
+        if read <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if read > limit.saturating_add(DRAIN_LIMIT) {
+            break;
+        }
+    }
+    if read > limit {
+        return Err(Error::TooLarge {
+            what: "manifest",
+            limit,
+        }
+        .into());
+    }
+    Ok(buf.into())
+}
+
 /// `PUT /v2/<name>/manifests/<reference>[?tag=...]`
 pub async fn put(
     state: &AppState,
@@ -63,16 +95,14 @@ pub async fn put(
     let reference = reference(reference_text)?;
     let limit = state.registry.limits().max_manifest_bytes;
     let too_large = || OciError::from(Error::TooLarge { what: "manifest", limit });
-    if params::content_length(headers).is_some_and(|n| n > limit) {
+    if params::content_length(headers).is_some_and(|n| n > limit.saturating_add(DRAIN_LIMIT)) {
         return Err(too_large());
     }
+    let bytes = read_body(body, limit).await?;
     let extra_tags = query
         .all("tag")
         .map(|t| Tag::parse(t).map_err(|e| OciError::from(Error::ReferenceInvalid(e))))
         .collect::<Result<Vec<_>, _>>()?;
-    let bytes = axum::body::to_bytes(body, limit as usize)
-        .await
-        .map_err(|_| too_large())?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());

@@ -126,7 +126,10 @@ pub fn resolve_range(value: Option<&str>, size: u64) -> Result<Option<Range<u64>
     } else {
         match b.parse::<u64>() {
             Ok(e) if e >= start => (e + 1).min(size),
-            _ => return Ok(None),
+            // `last-pos < first-pos` is an invalid range (RFC 9110 14.1.1): rejected
+            // with 416, as the conformance suite expects, rather than ignored.
+            Ok(_) => return Err(()),
+            Err(_) => return Ok(None),
         }
     };
     if start >= size {
@@ -149,7 +152,7 @@ mod tests {
         assert_eq!(resolve_range(Some("bytes=8-100"), 10), Ok(Some(8..10)));
         assert_eq!(resolve_range(Some("bytes=10-"), 10), Err(()));
         assert_eq!(resolve_range(Some("bytes=-0"), 10), Err(()));
-        assert_eq!(resolve_range(Some("bytes=5-2"), 10), Ok(None));
+        assert_eq!(resolve_range(Some("bytes=5-2"), 10), Err(()));
         assert_eq!(resolve_range(Some("items=0-1"), 10), Ok(None));
         assert_eq!(resolve_range(Some("bytes=0-1,3-4"), 10), Ok(None));
     }
