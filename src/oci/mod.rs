@@ -77,6 +77,18 @@ impl Endpoint {
         }
     }
 
+    /// The methods this endpoint answers, for the `Allow` header of a 405.
+    pub fn allowed_methods(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "GET, HEAD",
+            Endpoint::Catalog | Endpoint::Tags(_) | Endpoint::Referrers(..) => "GET",
+            Endpoint::Manifest(..) => "GET, HEAD, PUT, DELETE",
+            Endpoint::Blob(..) => "GET, HEAD, DELETE",
+            Endpoint::UploadStart(_) => "POST",
+            Endpoint::Upload(..) => "GET, PATCH, PUT, DELETE",
+        }
+    }
+
     /// A stable label for metrics.
     pub fn label(&self, method: &Method) -> &'static str {
         match (self, method.as_str()) {
@@ -130,6 +142,7 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         .as_ref()
         .map(|e| e.label(request.method()))
         .unwrap_or("v2_unknown");
+    let allow = endpoint.as_ref().map(Endpoint::allowed_methods);
     let mut response = match endpoint {
         Some(endpoint) => route(state, endpoint, request)
             .await
@@ -141,6 +154,14 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         )
         .into_response(),
     };
+    // RFC 9110: a 405 names the methods the resource does support.
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = allow
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, HeaderValue::from_static(allow));
+    }
     response.headers_mut().insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
@@ -149,7 +170,11 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
     response
 }
 
-async fn route(state: AppState, endpoint: Endpoint, request: Request<Body>) -> Result<Response, OciError> {
+async fn route(
+    state: AppState,
+    endpoint: Endpoint,
+    request: Request<Body>,
+) -> Result<Response, OciError> {
     let method = request.method().clone();
     let query = Query::parse(request.uri().query());
     let (parts, body) = request.into_parts();
@@ -171,7 +196,9 @@ async fn route(state: AppState, endpoint: Endpoint, request: Request<Body>) -> R
             match m {
                 Method::GET => manifests::get(&state, &repo, &reference, &headers, true).await,
                 Method::HEAD => manifests::get(&state, &repo, &reference, &headers, false).await,
-                Method::PUT => manifests::put(&state, &repo, &reference, &query, &headers, body).await,
+                Method::PUT => {
+                    manifests::put(&state, &repo, &reference, &query, &headers, body).await
+                }
                 Method::DELETE => manifests::delete(&state, &repo, &reference).await,
                 _ => Err(unsupported_method()),
             }
@@ -216,14 +243,26 @@ mod tests {
             ("", Some(Base)),
             ("_catalog", Some(Catalog)),
             ("a/b/c/tags/list", Some(Tags(s("a/b/c")))),
-            ("a/b/c/manifests/latest", Some(Manifest(s("a/b/c"), s("latest")))),
+            (
+                "a/b/c/manifests/latest",
+                Some(Manifest(s("a/b/c"), s("latest"))),
+            ),
             ("a/blobs/sha256:00", Some(Blob(s("a"), s("sha256:00")))),
             ("a/b/blobs/uploads/", Some(UploadStart(s("a/b")))),
             ("a/b/blobs/uploads", Some(UploadStart(s("a/b")))),
             ("a/b/blobs/uploads/123", Some(Upload(s("a/b"), s("123")))),
-            ("a/referrers/sha256:00", Some(Referrers(s("a"), s("sha256:00")))),
-            ("blobs/uploads/x/blobs/uploads/", Some(UploadStart(s("blobs/uploads/x")))),
-            ("manifests/manifests/manifests/x", Some(Manifest(s("manifests/manifests"), s("x")))),
+            (
+                "a/referrers/sha256:00",
+                Some(Referrers(s("a"), s("sha256:00"))),
+            ),
+            (
+                "blobs/uploads/x/blobs/uploads/",
+                Some(UploadStart(s("blobs/uploads/x"))),
+            ),
+            (
+                "manifests/manifests/manifests/x",
+                Some(Manifest(s("manifests/manifests"), s("x"))),
+            ),
             ("a/b", None),
             ("a/manifests/", None),
             ("a/uploads/x", None),
