@@ -9,6 +9,8 @@
 mod migrations;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 
 use std::sync::Arc;
 
@@ -173,8 +175,7 @@ pub trait ManifestIndex: Send + Sync {
     async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
 
     /// Of `digests`, those *not* present as manifests in `repo`.
-    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest])
-    -> Result<Vec<Digest>>;
+    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
 
     /// Stores a manifest with what it references and points `tags` at it, in one
     /// transaction. Re-putting an existing digest is idempotent (tags still move).
@@ -187,12 +188,18 @@ pub trait ManifestIndex: Send + Sync {
     ) -> Result<()>;
 
     /// A manifest by digest.
-    async fn get_manifest(&self, repo: &RepoName, digest: &Digest)
-    -> Result<Option<ManifestRecord>>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>>;
 
     /// A manifest by tag.
-    async fn get_manifest_by_tag(&self, repo: &RepoName, tag: &Tag)
-    -> Result<Option<ManifestRecord>>;
+    async fn get_manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<ManifestRecord>>;
 
     /// Deletes a manifest and every tag pointing at it. Returns whether it existed.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
@@ -224,8 +231,10 @@ pub trait UploadIndex: Send + Sync {
     /// A session by id, if it belongs to `repo`.
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>>;
 
-    /// Saves progress, only if the stored offset is still `expected_offset`
-    /// (otherwise [`MetadataError::Conflict`]).
+    /// Saves progress (offset, hash state, parts, `updated_at`), only if the stored
+    /// offset is still `expected_offset`; otherwise, or when the session no longer
+    /// exists, [`MetadataError::Conflict`]. Of concurrent updates from one offset,
+    /// exactly one succeeds.
     async fn update_upload(&self, upload: &UploadRecord, expected_offset: u64) -> Result<()>;
 
     /// Removes a session. Returns whether it existed.
@@ -284,4 +293,3 @@ pub fn now_millis() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
-

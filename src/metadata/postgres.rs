@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::*;
 
-
 /// Metadata in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -52,8 +51,7 @@ fn manifest_from_row(row: &sqlx::postgres::PgRow) -> Result<ManifestRecord> {
     })
 }
 
-const MANIFEST_COLUMNS: &str =
-    "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
+const MANIFEST_COLUMNS: &str = "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
 
 fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
     let more = items.len() > n as usize;
@@ -66,11 +64,13 @@ impl BlobIndex for PostgresStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(digest.as_str())
             .bind(size as i64)
@@ -119,20 +119,22 @@ impl BlobIndex for PostgresStore {
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1::int8 FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1::int8 FROM repositories WHERE name = $1")
+                .bind(repo.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(found.is_some())
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-                .bind(last.unwrap_or(""))
-                .bind(i64::from(n) + 1)
-                .fetch_all(&self.pool)
-                .await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(i64::from(n) + 1)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(page(names, n))
     }
 }
@@ -143,12 +145,13 @@ impl ManifestIndex for PostgresStore {
         let mut missing = Vec::new();
         let mut conn = self.pool.acquire().await?;
         for d in digests {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1::int8 FROM repository_blobs WHERE repo = $1 AND digest = $2")
-                    .bind(repo.as_str())
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT 1::int8 FROM repository_blobs WHERE repo = $1 AND digest = $2",
+            )
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
             if found.is_none() {
                 missing.push(d.clone());
             }
@@ -156,11 +159,7 @@ impl ManifestIndex for PostgresStore {
         Ok(missing)
     }
 
-    async fn missing_manifests(
-        &self,
-        repo: &RepoName,
-        digests: &[Digest],
-    ) -> Result<Vec<Digest>> {
+    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
         let mut missing = Vec::new();
         let mut conn = self.pool.acquire().await?;
         for d in digests {
@@ -186,11 +185,13 @@ impl ManifestIndex for PostgresStore {
     ) -> Result<()> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
                                     annotations, size, body, created_at)
@@ -221,6 +222,10 @@ impl ManifestIndex for PostgresStore {
                 .await?;
             }
         }
+        // Upserted in one order, so that pushes sharing tags cannot deadlock on them.
+        let mut tags: Vec<&Tag> = tags.iter().collect();
+        tags.sort_unstable();
+        tags.dedup();
         for tag in tags {
             sqlx::query(
                 "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
@@ -434,5 +439,17 @@ impl MetadataStore for PostgresStore {
             .await
             .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[async_trait]
+impl super::suite::Inspect for PostgresStore {
+    async fn reference_rows(&self, repo: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM manifest_references WHERE repo = $1")
+            .bind(repo)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count manifest references")
     }
 }

@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use super::*;
 
-
 /// Metadata in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -32,9 +31,13 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(options.acquire_timeout);
         if url.contains(":memory:") {
-            // One connection, or every connection would see its own empty database.
+            // One connection, or every connection would see its own empty database;
+            // and kept forever, for the database vanishes with its last connection.
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(connect)
                 .await?;
@@ -76,8 +79,7 @@ fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
     })
 }
 
-const MANIFEST_COLUMNS: &str =
-    "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
+const MANIFEST_COLUMNS: &str = "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
 
 fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
     let more = items.len() > n as usize;
@@ -90,17 +92,21 @@ impl BlobIndex for SqliteStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let now = now_millis();
         let mut tx = self.writer.begin().await?;
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(digest.as_str())
-            .bind(size as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         )
@@ -151,12 +157,13 @@ impl BlobIndex for SqliteStore {
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
-                .bind(last.unwrap_or(""))
-                .bind(i64::from(n) + 1)
-                .fetch_all(&self.reader)
-                .await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(i64::from(n) + 1)
+        .fetch_all(&self.reader)
+        .await?;
         Ok(page(names, n))
     }
 }
@@ -180,11 +187,7 @@ impl ManifestIndex for SqliteStore {
         Ok(missing)
     }
 
-    async fn missing_manifests(
-        &self,
-        repo: &RepoName,
-        digests: &[Digest],
-    ) -> Result<Vec<Digest>> {
+    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
         let mut missing = Vec::new();
         let mut conn = self.reader.acquire().await?;
         for d in digests {
@@ -210,11 +213,13 @@ impl ManifestIndex for SqliteStore {
     ) -> Result<()> {
         let now = now_millis();
         let mut tx = self.writer.begin().await?;
-        sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
                                     annotations, size, body, created_at)
@@ -245,6 +250,10 @@ impl ManifestIndex for SqliteStore {
                 .await?;
             }
         }
+        // Upserted in one order, so that pushes sharing tags cannot deadlock on them.
+        let mut tags: Vec<&Tag> = tags.iter().collect();
+        tags.sort_unstable();
+        tags.dedup();
         for tag in tags {
             sqlx::query(
                 "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
@@ -459,5 +468,17 @@ impl MetadataStore for SqliteStore {
             .await
             .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[async_trait]
+impl super::suite::Inspect for SqliteStore {
+    async fn reference_rows(&self, repo: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM manifest_references WHERE repo = ?")
+            .bind(repo)
+            .fetch_one(&self.writer)
+            .await
+            .expect("count manifest references")
     }
 }

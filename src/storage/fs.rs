@@ -43,18 +43,31 @@ impl FsBlobStore {
     }
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, StorageError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| StorageError::Other(format!("blocking task failed: {e}")))?
-    }
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Other(format!("blocking task failed: {e}")))?
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing ancestors, syncing the parent of each one created so
+/// the new entries survive a crash along with the file renamed into `dir`.
+fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().expect("a blob directory has a parent");
+    create_dir_durable(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[async_trait]
@@ -128,17 +141,22 @@ impl BlobStore for FsBlobStore {
         blocking(move || {
             if !target.exists() {
                 let dir = target.parent().expect("blob has a parent");
-                std::fs::create_dir_all(dir)?;
+                create_dir_durable(dir)?;
                 let joined = upload_dir.join("joined");
                 match part_paths.as_slice() {
                     [] => {
+                        // No part was ever stored, so the upload's directory may not exist.
+                        std::fs::create_dir_all(&upload_dir)?;
                         let f = std::fs::File::create(&joined)?;
                         f.sync_all()?;
                     }
                     [only] => std::fs::rename(only, &joined)?,
                     [first, rest @ ..] => {
                         std::fs::rename(first, &joined)?;
-                        let mut out = std::fs::OpenOptions::new().append(true).open(&joined)?;
+                        // Not O_APPEND: copy_file_range refuses appending descriptors, and
+                        // std::io::copy would fall back to copying through user space.
+                        let mut out = std::fs::OpenOptions::new().write(true).open(&joined)?;
+                        out.seek(SeekFrom::End(0))?;
                         for p in rest {
                             let mut f = std::fs::File::open(p)?;
                             // std::io::copy uses copy_file_range on Linux: no bytes through user space.
@@ -224,7 +242,11 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        let probe = self.root.join("uploads").join(".ready-probe");
+        // A name of its own, so that concurrent probes do not remove each other's file.
+        let probe = self
+            .root
+            .join("uploads")
+            .join(format!(".ready-probe.{}", Uuid::new_v4().simple()));
         blocking(move || {
             std::fs::write(&probe, b"ok")
                 .and_then(|()| std::fs::remove_file(&probe))

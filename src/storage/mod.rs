@@ -13,6 +13,8 @@
 mod fs;
 mod object;
 mod s3;
+#[cfg(test)]
+pub(crate) mod suite;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -37,7 +39,8 @@ pub enum StorageError {
     /// The blob or part does not exist.
     #[error("not found in storage: {0}")]
     NotFound(String),
-    /// The requested range starts past the end of the blob.
+    /// The requested range is empty or does not lie within the blob (it starts or
+    /// ends past the blob's end).
     #[error("range not satisfiable")]
     RangeNotSatisfiable,
     /// The request body failed while it was being read (client went away, bad framing).
@@ -114,7 +117,8 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 
     /// Stores the next part (`number`, counting from 0) of `upload` from `body`.
-    /// Returns once the bytes are durable.
+    /// Returns once the bytes are durable. A `body` that fails is
+    /// [`StorageError::Body`], and nothing of it is ever readable as a blob.
     async fn put_part(
         &self,
         upload: Uuid,
@@ -122,9 +126,11 @@ pub trait BlobStore: Send + Sync + 'static {
         body: ByteStream,
     ) -> Result<PartInfo, StorageError>;
 
-    /// Joins `parts`, in order, into the blob `digest` and removes the upload's parts.
-    /// The caller has already verified that the parts hash to `digest`. If the blob
-    /// already exists the parts are simply removed. After `Ok`, the blob is durable.
+    /// Joins `parts`, in order, into the blob `digest` and removes the upload's parts
+    /// (no parts at all make the empty blob). The caller has already verified that the
+    /// parts hash to `digest`. If the blob already exists the parts are simply removed;
+    /// concurrent commits of one digest from different uploads all succeed. After `Ok`,
+    /// the blob is durable.
     async fn commit(
         &self,
         upload: Uuid,
@@ -138,9 +144,15 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes everything stored for `upload`. Removing nothing is not an error.
     async fn abort(&self, upload: Uuid) -> Result<(), StorageError>;
 
-    /// Opens a blob, whole or the byte `range` of it (end exclusive, within the blob).
-    async fn get(&self, digest: &Digest, range: Option<Range<u64>>)
-    -> Result<ByteStream, StorageError>;
+    /// Opens a blob, whole or the byte `range` of it (end exclusive). A `range` that is
+    /// empty or runs past the blob's end is [`StorageError::RangeNotSatisfiable`], never
+    /// cut short; a missing blob is [`StorageError::NotFound`]. Both are reported here,
+    /// not by the stream.
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StorageError>;
 
     /// Size of the blob's stored bytes, or `None` when they are absent.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
@@ -154,4 +166,3 @@ pub trait BlobStore: Send + Sync + 'static {
 
 /// A shared handle to the configured backend.
 pub type DynBlobStore = Arc<dyn BlobStore>;
-

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+};
 use uuid::Uuid;
 
 use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey};
@@ -29,6 +31,36 @@ impl ObjectBlobStore {
     /// A store that keeps everything in process memory (tests, throwaway instances).
     pub fn in_memory() -> Self {
         Self::new(Arc::new(object_store::memory::InMemory::new()))
+    }
+}
+
+impl ObjectBlobStore {
+    /// Opens `range` of the object at `path`, which must lie within it.
+    async fn get_range(
+        &self,
+        path: &ObjectPath,
+        range: Range<u64>,
+    ) -> Result<GetResult, StorageError> {
+        if range.start >= range.end {
+            return Err(StorageError::RangeNotSatisfiable);
+        }
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            ..Default::default()
+        };
+        match self.store.get_opts(path, opts).await {
+            // Stores cut a range running past the end at the end; the contract refuses it.
+            Ok(result) if result.range != range => Err(StorageError::RangeNotSatisfiable),
+            Ok(result) => Ok(result),
+            Err(e @ object_store::Error::NotFound { .. }) => Err(map_err(e)),
+            // A range starting past the end is only a generic error (S3 answers 416):
+            // look at the object's size to tell it from a real failure.
+            Err(e) => match self.store.head(path).await {
+                Ok(meta) if range.start >= meta.size => Err(StorageError::RangeNotSatisfiable),
+                Err(missing @ object_store::Error::NotFound { .. }) => Err(map_err(missing)),
+                _ => Err(map_err(e)),
+            },
+        }
     }
 }
 
@@ -64,7 +96,11 @@ impl BlobStore for ObjectBlobStore {
             match chunk {
                 Ok(chunk) => {
                     size += chunk.len() as u64;
-                    writer.wait_for_capacity(4).await.map_err(map_err)?;
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        // Abort, or an S3 multipart upload would linger (and be billed).
+                        let _ = writer.abort().await;
+                        return Err(map_err(e));
+                    }
                     writer.put(chunk);
                 }
                 Err(e) => {
@@ -112,17 +148,21 @@ impl BlobStore for ObjectBlobStore {
                 many => {
                     let handle = self.store.put_multipart(&target).await.map_err(map_err)?;
                     let mut writer = WriteMultipart::new(handle);
-                    for p in many {
-                        let mut stream = self
-                            .store
-                            .get(&part_key(p))
-                            .await
-                            .map_err(map_err)?
-                            .into_stream();
-                        while let Some(chunk) = stream.try_next().await.map_err(map_err)? {
-                            writer.wait_for_capacity(4).await.map_err(map_err)?;
-                            writer.put(chunk);
+                    let copied: Result<(), object_store::Error> = async {
+                        for p in many {
+                            let mut stream = self.store.get(&part_key(p)).await?.into_stream();
+                            while let Some(chunk) = stream.try_next().await? {
+                                writer.wait_for_capacity(4).await?;
+                                writer.put(chunk);
+                            }
                         }
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(e) = copied {
+                        // Abort, or an S3 multipart upload would linger (and be billed).
+                        let _ = writer.abort().await;
+                        return Err(map_err(e));
                     }
                     writer.finish().await.map_err(map_err)?;
                 }
@@ -161,11 +201,10 @@ impl BlobStore for ObjectBlobStore {
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, StorageError> {
         let path = key(&StorageKey::Blob(digest.clone()));
-        let opts = object_store::GetOptions {
-            range: range.map(object_store::GetRange::Bounded),
-            ..Default::default()
+        let result = match range {
+            None => self.store.get(&path).await.map_err(map_err)?,
+            Some(range) => self.get_range(&path, range).await?,
         };
-        let result = self.store.get_opts(&path, opts).await.map_err(map_err)?;
         Ok(result
             .into_stream()
             .map_err(|e| std::io::Error::other(e.to_string()))
@@ -173,7 +212,11 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        match self.store.head(&key(&StorageKey::Blob(digest.clone()))).await {
+        match self
+            .store
+            .head(&key(&StorageKey::Blob(digest.clone())))
+            .await
+        {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(map_err(e)),
@@ -181,7 +224,11 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
-        match self.store.delete(&key(&StorageKey::Blob(digest.clone()))).await {
+        match self
+            .store
+            .delete(&key(&StorageKey::Blob(digest.clone())))
+            .await
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(e)),
         }

@@ -1,0 +1,1088 @@
+//! The behavioural suite every [`MetadataStore`] backend runs, in the manner of
+//! distribution's storage driver testsuites and Garage's `db/test.rs`.
+//!
+//! Each case is an `async fn(&dyn MetadataStore)` checking one part of the contract
+//! written on the traits, against a freshly migrated, empty store. [`metadata_suite!`]
+//! turns every case into a `#[tokio::test]` for one backend; the backends' runs are at
+//! the bottom of this file. SQLite always runs (a file and `sqlite::memory:`);
+//! PostgreSQL runs when `PACKS_TEST_POSTGRES_URL` is set, each test in a database of
+//! its own.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::{
+    ManifestRecord, MetadataError, MetadataStore, Page, ReferenceKind, Referrer, UploadRecord,
+};
+use crate::digest::{Algorithm, Digest};
+use crate::names::{RepoName, Tag};
+use crate::storage::PartInfo;
+
+/// What the suite reads beyond the traits: rows they do not expose.
+#[async_trait]
+pub(crate) trait Inspect: MetadataStore {
+    /// Number of `manifest_references` rows in `repo`.
+    async fn reference_rows(&self, repo: &str) -> i64;
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers
+
+fn repo(s: &str) -> RepoName {
+    RepoName::parse(s).expect("valid repository name")
+}
+
+fn tag(s: &str) -> Tag {
+    Tag::parse(s).expect("valid tag")
+}
+
+fn tags(names: &[&str]) -> Vec<Tag> {
+    names.iter().map(|n| tag(n)).collect()
+}
+
+fn blob(seed: &str) -> Digest {
+    Digest::of(Algorithm::Sha256, format!("blob {seed}").as_bytes())
+}
+
+const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// An image manifest whose body (and so digest) is unique to `seed`.
+fn manifest(seed: &str) -> ManifestRecord {
+    let body = format!(r#"{{"schemaVersion":2,"mediaType":"{IMAGE}","seed":"{seed}"}}"#);
+    ManifestRecord {
+        digest: Digest::of(Algorithm::Sha256, body.as_bytes()),
+        media_type: IMAGE.to_owned(),
+        artifact_type: Some("application/vnd.stellaops.pack.policy.v1".to_owned()),
+        subject: None,
+        annotations: Some(r#"{"org.opencontainers.image.title":"x"}"#.to_owned()),
+        body: Bytes::from(body),
+        created_at: 1_700_000_000_000,
+    }
+}
+
+/// A manifest referring to `subject`, of `artifact_type`.
+fn referrer(seed: &str, subject: &Digest, artifact_type: Option<&str>) -> ManifestRecord {
+    ManifestRecord {
+        subject: Some(subject.clone()),
+        artifact_type: artifact_type.map(str::to_owned),
+        annotations: None,
+        ..manifest(seed)
+    }
+}
+
+fn refs(seed: &str) -> Vec<(Digest, ReferenceKind)> {
+    vec![
+        (blob(&format!("{seed} config")), ReferenceKind::Config),
+        (blob(&format!("{seed} layer 0")), ReferenceKind::Layer),
+        (blob(&format!("{seed} layer 1")), ReferenceKind::Layer),
+    ]
+}
+
+fn page(items: &[&str], more: bool) -> Page<String> {
+    Page {
+        items: items.iter().map(|s| s.to_string()).collect(),
+        more,
+    }
+}
+
+fn as_referrer(m: &ManifestRecord) -> Referrer {
+    Referrer {
+        digest: m.digest.clone(),
+        media_type: m.media_type.clone(),
+        size: m.body.len() as u64,
+        artifact_type: m.artifact_type.clone(),
+        annotations: m.annotations.clone(),
+    }
+}
+
+fn upload(repo_name: &str) -> UploadRecord {
+    UploadRecord {
+        id: Uuid::new_v4(),
+        repo: repo(repo_name),
+        offset: 0,
+        hash_state: b"sha256:\x00\x01\xfe\xff state".to_vec(),
+        parts: vec![],
+        created_at: 1_700_000_000_000,
+        updated_at: 1_700_000_000_000,
+    }
+}
+
+/// `upload` after a chunk of `size` bytes stored as part `id`.
+fn advanced(upload: &UploadRecord, id: &str, size: u64) -> UploadRecord {
+    let mut next = upload.clone();
+    next.offset += size;
+    next.parts.push(PartInfo {
+        id: id.to_owned(),
+        size,
+    });
+    next.hash_state.extend_from_slice(id.as_bytes());
+    next.updated_at += 1000;
+    next
+}
+
+/// Puts `m` into `r` with no references and `tag_names`.
+async fn put(s: &dyn MetadataStore, r: &RepoName, m: &ManifestRecord, tag_names: &[&str]) {
+    s.put_manifest(r, m, &[], &tags(tag_names))
+        .await
+        .expect("put_manifest");
+}
+
+async fn by_tag(s: &dyn MetadataStore, r: &RepoName, t: &str) -> Option<Digest> {
+    s.get_manifest_by_tag(r, &tag(t))
+        .await
+        .expect("get_manifest_by_tag")
+        .map(|m| m.digest)
+}
+
+/// Every tag of `r`, read in pages of `n`, checking `more` on the way.
+async fn all_tags(s: &dyn MetadataStore, r: &RepoName, n: u32) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        let p = s
+            .list_tags(r, out.last().map(String::as_str), n)
+            .await
+            .unwrap();
+        assert!(p.items.len() <= n as usize, "page longer than {n}: {p:?}");
+        out.extend(p.items.iter().cloned());
+        if !p.more {
+            return out;
+        }
+        assert_eq!(
+            p.items.len(),
+            n as usize,
+            "a page with more after it is full"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Cases: blobs and repositories
+
+/// `link_blob` makes a blob visible in one repository (and its size known globally);
+/// `unlink_blob` removes the link only from that repository.
+pub(crate) async fn link_and_unlink_blobs(s: &dyn MetadataStore) {
+    let (a, b) = (repo("library/a"), repo("library/b"));
+    let d = blob("one");
+    let big = blob("big");
+    assert_eq!(s.blob_in_repo(&a, &d).await.unwrap(), None);
+    assert_eq!(s.blob_size(&d).await.unwrap(), None);
+
+    s.link_blob(&a, &d, 42).await.unwrap();
+    s.link_blob(&a, &d, 42).await.unwrap(); // idempotent
+    assert_eq!(s.blob_in_repo(&a, &d).await.unwrap(), Some(42));
+    assert_eq!(s.blob_size(&d).await.unwrap(), Some(42));
+    assert_eq!(
+        s.blob_in_repo(&b, &d).await.unwrap(),
+        None,
+        "linked into a only"
+    );
+
+    // Sizes past 4 GiB survive the round trip.
+    let five_gib = 5 * 1024 * 1024 * 1024;
+    s.link_blob(&b, &big, five_gib).await.unwrap();
+    assert_eq!(s.blob_in_repo(&b, &big).await.unwrap(), Some(five_gib));
+    assert_eq!(s.blob_size(&big).await.unwrap(), Some(five_gib));
+
+    // A cross-repository mount links the same blob into b.
+    s.link_blob(&b, &d, 42).await.unwrap();
+    assert_eq!(s.blob_in_repo(&b, &d).await.unwrap(), Some(42));
+
+    assert!(s.unlink_blob(&a, &d).await.unwrap());
+    assert!(
+        !s.unlink_blob(&a, &d).await.unwrap(),
+        "second unlink finds nothing"
+    );
+    assert_eq!(s.blob_in_repo(&a, &d).await.unwrap(), None);
+    assert_eq!(
+        s.blob_in_repo(&b, &d).await.unwrap(),
+        Some(42),
+        "b keeps its link"
+    );
+    assert_eq!(s.blob_size(&d).await.unwrap(), Some(42), "still known in b");
+    assert!(!s.unlink_blob(&repo("never/seen"), &d).await.unwrap());
+
+    // Linking again after an unlink works.
+    s.link_blob(&a, &d, 42).await.unwrap();
+    assert_eq!(s.blob_in_repo(&a, &d).await.unwrap(), Some(42));
+}
+
+/// A repository exists once a blob is linked or a manifest put into it.
+pub(crate) async fn repositories_come_into_being(s: &dyn MetadataStore) {
+    let (a, b, c) = (repo("team/a"), repo("team/b"), repo("team/c"));
+    for r in [&a, &b, &c] {
+        assert!(!s.repository_exists(r).await.unwrap());
+    }
+    s.link_blob(&a, &blob("x"), 1).await.unwrap();
+    put(s, &b, &manifest("m"), &[]).await;
+    assert!(s.repository_exists(&a).await.unwrap());
+    assert!(s.repository_exists(&b).await.unwrap());
+    assert!(!s.repository_exists(&c).await.unwrap());
+    assert!(
+        !s.repository_exists(&repo("team")).await.unwrap(),
+        "no prefix match"
+    );
+}
+
+/// The catalog is in byte order and pages by `n` and `last`, `more` telling exactly
+/// whether names follow.
+pub(crate) async fn list_repositories_pages(s: &dyn MetadataStore) {
+    assert_eq!(
+        s.list_repositories(None, 10).await.unwrap(),
+        page(&[], false)
+    );
+    // Byte order: '-' < '.' < '/' < '0' < '_' < 'b'; a linguistic collation differs.
+    let names = ["a_b", "b", "a0", "a", "a/b", "a.b", "a-b"];
+    for (i, name) in names.iter().enumerate() {
+        if i % 2 == 0 {
+            s.link_blob(&repo(name), &blob(name), 1).await.unwrap();
+        } else {
+            put(s, &repo(name), &manifest(name), &["latest"]).await;
+        }
+    }
+    let sorted = ["a", "a-b", "a.b", "a/b", "a0", "a_b", "b"];
+    assert_eq!(
+        s.list_repositories(None, 100).await.unwrap(),
+        page(&sorted, false)
+    );
+    assert_eq!(
+        s.list_repositories(None, 7).await.unwrap(),
+        page(&sorted, false)
+    );
+    assert_eq!(
+        s.list_repositories(None, 6).await.unwrap(),
+        page(&sorted[..6], true)
+    );
+    assert_eq!(
+        s.list_repositories(None, 3).await.unwrap(),
+        page(&sorted[..3], true)
+    );
+    assert_eq!(
+        s.list_repositories(Some("a.b"), 3).await.unwrap(),
+        page(&["a/b", "a0", "a_b"], true)
+    );
+    assert_eq!(
+        s.list_repositories(Some("a_b"), 3).await.unwrap(),
+        page(&["b"], false)
+    );
+    assert_eq!(
+        s.list_repositories(Some("a_b"), 1).await.unwrap(),
+        page(&["b"], false),
+        "a page that ends exactly at the end has no more"
+    );
+    // `last` need not exist.
+    assert_eq!(
+        s.list_repositories(Some("a/a"), 2).await.unwrap(),
+        page(&["a/b", "a0"], true)
+    );
+    assert_eq!(
+        s.list_repositories(Some("b"), 5).await.unwrap(),
+        page(&[], false)
+    );
+    assert_eq!(
+        s.list_repositories(Some("zzz"), 5).await.unwrap(),
+        page(&[], false)
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Cases: manifests and tags
+
+/// A manifest reads back exactly, by digest and by each of its tags, only in its
+/// repository.
+pub(crate) async fn put_and_get_manifests(s: &dyn MetadataStore) {
+    let (r, other) = (repo("packs/policy-a"), repo("packs/policy-b"));
+    let m = manifest("one");
+    assert_eq!(s.get_manifest(&r, &m.digest).await.unwrap(), None);
+    s.put_manifest(&r, &m, &refs("one"), &tags(&["v1", "latest"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_manifest(&r, &m.digest).await.unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(
+        s.get_manifest_by_tag(&r, &tag("v1")).await.unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(
+        s.get_manifest_by_tag(&r, &tag("latest")).await.unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(s.get_manifest_by_tag(&r, &tag("v2")).await.unwrap(), None);
+    assert_eq!(s.get_manifest(&other, &m.digest).await.unwrap(), None);
+    assert_eq!(
+        s.get_manifest_by_tag(&other, &tag("v1")).await.unwrap(),
+        None
+    );
+    assert_eq!(s.get_manifest(&r, &blob("nope")).await.unwrap(), None);
+
+    // Optional fields absent, a subject, and a large body of arbitrary bytes.
+    let mut bare = referrer("two", &m.digest, None);
+    bare.media_type = "application/vnd.oci.image.index.v1+json".to_owned();
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 256) as u8).collect();
+    bare.digest = Digest::of(Algorithm::Sha512, &body);
+    bare.body = Bytes::from(body);
+    bare.created_at = i64::from(u32::MAX) * 1000;
+    s.put_manifest(&r, &bare, &[], &[]).await.unwrap();
+    assert_eq!(s.get_manifest(&r, &bare.digest).await.unwrap(), Some(bare));
+
+    // The same manifest in another repository is a separate record.
+    put(s, &other, &m, &["other"]).await;
+    assert_eq!(
+        s.get_manifest(&other, &m.digest).await.unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(by_tag(s, &other, "v1").await, None);
+    assert_eq!(by_tag(s, &r, "other").await, None);
+}
+
+/// Re-putting a digest changes nothing but its tags; a tag put on another manifest
+/// moves there.
+pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(s: &dyn MetadataStore) {
+    let r = repo("packs/moving");
+    let (m1, m2) = (manifest("m1"), manifest("m2"));
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["latest", "v1"]))
+        .await
+        .unwrap();
+    s.put_manifest(&r, &m2, &refs("m2"), &tags(&["latest", "v2"]))
+        .await
+        .unwrap();
+    assert_eq!(by_tag(s, &r, "latest").await, Some(m2.digest.clone()));
+    assert_eq!(by_tag(s, &r, "v1").await, Some(m1.digest.clone()));
+    assert_eq!(by_tag(s, &r, "v2").await, Some(m2.digest.clone()));
+
+    // Re-put m1: idempotent, and `latest` moves back.
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["latest"]))
+        .await
+        .unwrap();
+    assert_eq!(by_tag(s, &r, "latest").await, Some(m1.digest.clone()));
+    assert_eq!(
+        s.get_manifest(&r, &m1.digest).await.unwrap(),
+        Some(m1.clone())
+    );
+    assert_eq!(
+        s.get_manifest(&r, &m2.digest).await.unwrap(),
+        Some(m2.clone())
+    );
+    assert_eq!(all_tags(s, &r, 10).await, ["latest", "v1", "v2"]);
+
+    // No tags, and a tag listed twice, are both fine.
+    s.put_manifest(&r, &m2, &refs("m2"), &[]).await.unwrap();
+    s.put_manifest(&r, &m2, &refs("m2"), &tags(&["v3", "v3"]))
+        .await
+        .unwrap();
+    assert_eq!(by_tag(s, &r, "v3").await, Some(m2.digest.clone()));
+    assert_eq!(all_tags(s, &r, 10).await, ["latest", "v1", "v2", "v3"]);
+}
+
+/// Deleting a tag leaves its manifest (and other tags) in place.
+pub(crate) async fn delete_tag_keeps_manifest(s: &dyn MetadataStore) {
+    let r = repo("packs/tags");
+    let m = manifest("m");
+    put(s, &r, &m, &["a", "b"]).await;
+    assert!(s.delete_tag(&r, &tag("a")).await.unwrap());
+    assert!(!s.delete_tag(&r, &tag("a")).await.unwrap());
+    assert_eq!(by_tag(s, &r, "a").await, None);
+    assert_eq!(by_tag(s, &r, "b").await, Some(m.digest.clone()));
+    assert_eq!(all_tags(s, &r, 10).await, ["b"]);
+    assert!(s.delete_tag(&r, &tag("b")).await.unwrap());
+    assert_eq!(all_tags(s, &r, 10).await, Vec::<String>::new());
+    assert_eq!(
+        s.get_manifest(&r, &m.digest).await.unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(
+        s.missing_manifests(&r, std::slice::from_ref(&m.digest))
+            .await
+            .unwrap(),
+        []
+    );
+    assert!(!s.delete_tag(&repo("packs/none"), &tag("b")).await.unwrap());
+}
+
+/// Deleting a manifest removes its tags and its references, nothing else.
+pub(crate) async fn delete_manifest_removes_tags_and_references(s: &dyn Inspect) {
+    let r = repo("packs/deleting");
+    let (m1, m2) = (manifest("m1"), manifest("m2"));
+    for (d, _) in refs("m1") {
+        s.link_blob(&r, &d, 10).await.unwrap();
+    }
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["v1", "latest"]))
+        .await
+        .unwrap();
+    s.put_manifest(&r, &m2, &refs("m2")[..2], &tags(&["v2"]))
+        .await
+        .unwrap();
+    assert_eq!(s.reference_rows(r.as_str()).await, 5);
+    // Re-putting does not duplicate references.
+    s.put_manifest(&r, &m1, &refs("m1"), &[]).await.unwrap();
+    assert_eq!(s.reference_rows(r.as_str()).await, 5);
+
+    assert!(s.delete_manifest(&r, &m1.digest).await.unwrap());
+    assert!(!s.delete_manifest(&r, &m1.digest).await.unwrap());
+    assert_eq!(s.get_manifest(&r, &m1.digest).await.unwrap(), None);
+    assert_eq!(by_tag(s, &r, "v1").await, None);
+    assert_eq!(by_tag(s, &r, "latest").await, None);
+    assert_eq!(all_tags(s, &r, 10).await, ["v2"]);
+    assert_eq!(
+        s.reference_rows(r.as_str()).await,
+        2,
+        "m1's references are gone"
+    );
+    assert_eq!(
+        s.missing_manifests(&r, &[m1.digest.clone(), m2.digest.clone()])
+            .await
+            .unwrap(),
+        std::slice::from_ref(&m1.digest)
+    );
+    // The blobs stay linked: garbage collection decides about them.
+    for (d, _) in refs("m1") {
+        assert_eq!(s.blob_in_repo(&r, &d).await.unwrap(), Some(10));
+    }
+    assert!(
+        !s.delete_manifest(&repo("packs/none"), &m2.digest)
+            .await
+            .unwrap()
+    );
+
+    // It can be pushed again, references and all.
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["v1"]))
+        .await
+        .unwrap();
+    assert_eq!(s.reference_rows(r.as_str()).await, 5);
+    assert_eq!(by_tag(s, &r, "v1").await, Some(m1.digest.clone()));
+}
+
+/// Tags list in byte order (not a linguistic or numeric one) and page by `n` and `last`.
+pub(crate) async fn list_tags_byte_order_and_pages(s: &dyn MetadataStore) {
+    let r = repo("packs/ordered");
+    assert_eq!(s.list_tags(&r, None, 10).await.unwrap(), page(&[], false));
+    let names = [
+        "b",
+        "a",
+        "B",
+        "1.9",
+        "1.10",
+        "_x",
+        "A-b",
+        "latest",
+        "v1.0.0-rc.1",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        put(s, &r, &manifest(&format!("m{}", i % 3)), &[name]).await;
+    }
+    put(s, &repo("packs/elsewhere"), &manifest("e"), &["0", "zz"]).await;
+
+    let sorted = [
+        "1.10",
+        "1.9",
+        "A-b",
+        "B",
+        "_x",
+        "a",
+        "b",
+        "latest",
+        "v1.0.0-rc.1",
+    ];
+    let mut by_bytes: Vec<&str> = names.to_vec();
+    by_bytes.sort_unstable();
+    assert_eq!(by_bytes, sorted);
+    assert_eq!(
+        s.list_tags(&r, None, 100).await.unwrap(),
+        page(&sorted, false)
+    );
+    assert_eq!(
+        s.list_tags(&r, None, 9).await.unwrap(),
+        page(&sorted, false)
+    );
+    assert_eq!(
+        s.list_tags(&r, None, 2).await.unwrap(),
+        page(&sorted[..2], true)
+    );
+    assert_eq!(
+        s.list_tags(&r, Some("1.9"), 3).await.unwrap(),
+        page(&["A-b", "B", "_x"], true)
+    );
+    assert_eq!(
+        s.list_tags(&r, Some("b"), 2).await.unwrap(),
+        page(&["latest", "v1.0.0-rc.1"], false)
+    );
+    assert_eq!(
+        s.list_tags(&r, Some("Z"), 1).await.unwrap(),
+        page(&["_x"], true),
+        "`last` need not exist"
+    );
+    assert_eq!(
+        s.list_tags(&r, Some("v2"), 3).await.unwrap(),
+        page(&[], false)
+    );
+    for n in [1, 2, 3, 4, 8, 9, 10] {
+        assert_eq!(all_tags(s, &r, n).await, sorted, "pages of {n}");
+    }
+    assert_eq!(
+        s.list_tags(&repo("packs/none"), None, 10).await.unwrap(),
+        page(&[], false)
+    );
+}
+
+/// Referrers of a subject, in digest order, filtered by artifact type, paged.
+pub(crate) async fn referrers_by_subject(s: &dyn MetadataStore) {
+    let (r, other) = (repo("packs/signed"), repo("packs/other"));
+    let target = manifest("target");
+    put(s, &r, &target, &["v1"]).await;
+    let subject = target.digest.clone();
+    let sig = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let sbom = "application/spdx+json";
+
+    assert_eq!(
+        s.list_referrers(&r, &subject, None, None, 10)
+            .await
+            .unwrap(),
+        Page {
+            items: vec![],
+            more: false
+        }
+    );
+    let mut signatures: Vec<ManifestRecord> = (0..3)
+        .map(|i| referrer(&format!("sig{i}"), &subject, Some(sig)))
+        .collect();
+    let sbom_m = referrer("sbom", &subject, Some(sbom));
+    let untyped = referrer("untyped", &subject, None);
+    for m in signatures.iter().chain([&sbom_m, &untyped]) {
+        put(s, &r, m, &[]).await;
+    }
+    // Not listed: another subject, the same subject in another repository.
+    put(
+        s,
+        &r,
+        &referrer("elsewhere", &blob("other subject"), Some(sig)),
+        &[],
+    )
+    .await;
+    put(s, &other, &referrer("other repo", &subject, Some(sig)), &[]).await;
+
+    let mut all: Vec<ManifestRecord> = signatures
+        .iter()
+        .cloned()
+        .chain([sbom_m.clone(), untyped.clone()])
+        .collect();
+    all.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+    signatures.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+    let listed = |ms: &[ManifestRecord]| ms.iter().map(as_referrer).collect::<Vec<_>>();
+
+    let p = s
+        .list_referrers(&r, &subject, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&all),
+            more: false
+        }
+    );
+    let p = s
+        .list_referrers(&r, &subject, Some(sig), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&signatures),
+            more: false
+        }
+    );
+    let p = s
+        .list_referrers(&r, &subject, Some(sbom), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(std::slice::from_ref(&sbom_m)),
+            more: false
+        }
+    );
+    let p = s
+        .list_referrers(&r, &subject, Some("application/none"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: vec![],
+            more: false
+        }
+    );
+
+    // Pages.
+    let p = s.list_referrers(&r, &subject, None, None, 2).await.unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&all[..2]),
+            more: true
+        }
+    );
+    let last = all[1].digest.as_str();
+    let p = s
+        .list_referrers(&r, &subject, None, Some(last), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&all[2..4]),
+            more: true
+        }
+    );
+    let last = all[3].digest.as_str();
+    let p = s
+        .list_referrers(&r, &subject, None, Some(last), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&all[4..]),
+            more: false
+        }
+    );
+    let first = signatures[0].digest.as_str();
+    let p = s
+        .list_referrers(&r, &subject, Some(sig), Some(first), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&signatures[1..2]),
+            more: true
+        }
+    );
+    let p = s
+        .list_referrers(&r, &subject, Some(sig), Some(first), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&signatures[1..]),
+            more: false
+        }
+    );
+
+    // An unknown subject or repository has no referrers, and is no error.
+    let p = s
+        .list_referrers(&r, &blob("unknown"), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: vec![],
+            more: false
+        }
+    );
+    let p = s
+        .list_referrers(&repo("packs/none"), &subject, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: vec![],
+            more: false
+        }
+    );
+
+    // A deleted referrer is no longer listed.
+    assert!(s.delete_manifest(&r, &all[0].digest).await.unwrap());
+    let p = s
+        .list_referrers(&r, &subject, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        p,
+        Page {
+            items: listed(&all[1..]),
+            more: false
+        }
+    );
+}
+
+/// `missing_blobs` and `missing_manifests` answer for one repository, in input order.
+pub(crate) async fn missing_blobs_and_manifests(s: &dyn MetadataStore) {
+    let (r, other) = (repo("packs/missing"), repo("packs/elsewhere"));
+    let (b1, b2, b3, b4) = (blob("1"), blob("2"), blob("3"), blob("4"));
+    s.link_blob(&r, &b1, 1).await.unwrap();
+    s.link_blob(&r, &b2, 2).await.unwrap();
+    s.link_blob(&other, &b3, 3).await.unwrap();
+    assert_eq!(s.missing_blobs(&r, &[]).await.unwrap(), []);
+    assert_eq!(
+        s.missing_blobs(&r, &[b4.clone(), b1.clone(), b3.clone(), b2.clone()])
+            .await
+            .unwrap(),
+        [b4.clone(), b3.clone()]
+    );
+    assert_eq!(
+        s.missing_blobs(&r, &[b1.clone(), b2.clone()])
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        s.missing_blobs(&repo("packs/none"), std::slice::from_ref(&b1))
+            .await
+            .unwrap(),
+        std::slice::from_ref(&b1)
+    );
+
+    let (m1, m2) = (manifest("1"), manifest("2"));
+    put(s, &r, &m1, &[]).await;
+    put(s, &other, &m2, &[]).await;
+    assert_eq!(s.missing_manifests(&r, &[]).await.unwrap(), []);
+    assert_eq!(
+        s.missing_manifests(&r, &[m2.digest.clone(), m1.digest.clone(), b1.clone()])
+            .await
+            .unwrap(),
+        [m2.digest.clone(), b1.clone()],
+        "a blob is not a manifest; another repository's manifest is not this one's"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Cases: uploads
+
+/// An upload session is created, read back only in its repository, advanced by
+/// compare-and-swap on its offset, and deleted.
+pub(crate) async fn upload_sessions(s: &dyn MetadataStore) {
+    let u = upload("packs/uploading");
+    let r = u.repo.clone();
+    assert_eq!(s.get_upload(&r, u.id).await.unwrap(), None);
+    s.create_upload(&u).await.unwrap();
+    assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u.clone()));
+    assert_eq!(
+        s.get_upload(&repo("packs/other"), u.id).await.unwrap(),
+        None
+    );
+    assert_eq!(s.get_upload(&r, Uuid::new_v4()).await.unwrap(), None);
+
+    let u1 = advanced(&u, "000000.a", 100);
+    s.update_upload(&u1, 0).await.unwrap();
+    assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u1.clone()));
+
+    // A writer that still believes the offset is 0 loses.
+    let stale = advanced(&u, "000000.b", 7);
+    assert!(matches!(
+        s.update_upload(&stale, 0).await,
+        Err(MetadataError::Conflict)
+    ));
+    assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u1.clone()));
+
+    // Offsets past 4 GiB.
+    let u2 = advanced(&u1, "000001.c", 5 * 1024 * 1024 * 1024);
+    s.update_upload(&u2, 100).await.unwrap();
+    assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u2.clone()));
+
+    // Sessions are independent.
+    let v = upload("packs/uploading");
+    s.create_upload(&v).await.unwrap();
+    assert_eq!(s.get_upload(&r, v.id).await.unwrap(), Some(v.clone()));
+    assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u2.clone()));
+
+    assert!(s.delete_upload(u.id).await.unwrap());
+    assert!(!s.delete_upload(u.id).await.unwrap());
+    assert_eq!(s.get_upload(&r, u.id).await.unwrap(), None);
+    assert!(matches!(
+        s.update_upload(&advanced(&u2, "000002.d", 1), u2.offset)
+            .await,
+        Err(MetadataError::Conflict)
+    ));
+    assert_eq!(s.get_upload(&r, v.id).await.unwrap(), Some(v));
+}
+
+/// Of two writers advancing a session from the same offset at once, exactly one wins.
+pub(crate) async fn concurrent_upload_updates(s: &dyn MetadataStore) {
+    for round in 0..5 {
+        let u = upload("packs/racing");
+        s.create_upload(&u).await.unwrap();
+        let attempts: Vec<UploadRecord> = (0..4)
+            .map(|i| advanced(&u, &format!("000000.{round}{i}"), 10 + i))
+            .collect();
+        let results =
+            futures_util::future::join_all(attempts.iter().map(|a| s.update_upload(a, 0))).await;
+        let mut won = None;
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => {
+                    assert!(won.is_none(), "two writers won the same offset");
+                    won = Some(i);
+                }
+                Err(MetadataError::Conflict) => {}
+                Err(e) => panic!("expected Ok or Conflict, got {e:?}"),
+            }
+        }
+        let won = won.expect("one writer wins");
+        assert_eq!(
+            s.get_upload(&u.repo, u.id).await.unwrap(),
+            Some(attempts[won].clone())
+        );
+    }
+}
+
+/// Concurrent pushes into one new repository, with tags given in different orders,
+/// all succeed.
+pub(crate) async fn concurrent_pushes(s: &dyn MetadataStore) {
+    for round in 0..3 {
+        let r = repo(&format!("packs/busy{round}"));
+        let ms: Vec<ManifestRecord> = (0..6).map(|i| manifest(&format!("{round}/{i}"))).collect();
+        let tag_sets: Vec<Vec<Tag>> = (0..6)
+            .map(|i| {
+                let mut t = tags(&["latest", "stable", "v1"]);
+                t.rotate_left(i % 3);
+                if i % 2 == 1 {
+                    t.reverse();
+                }
+                t.push(tag(&format!("only{i}")));
+                t
+            })
+            .collect();
+        let pushes = ms
+            .iter()
+            .zip(&tag_sets)
+            .map(|(m, t)| s.put_manifest(&r, m, &[], t));
+        let shared = [blob("shared 0"), blob("shared 1")];
+        let links = (0..6).map(|i| s.link_blob(&r, &shared[i % 2], 1));
+        let (pushed, linked) = futures_util::future::join(
+            futures_util::future::join_all(pushes),
+            futures_util::future::join_all(links),
+        )
+        .await;
+        for p in pushed.into_iter().chain(linked) {
+            p.unwrap();
+        }
+        let listed = all_tags(s, &r, 100).await;
+        assert_eq!(
+            listed,
+            [
+                "latest", "only0", "only1", "only2", "only3", "only4", "only5", "stable", "v1"
+            ]
+        );
+        let latest = by_tag(s, &r, "latest").await.unwrap();
+        assert!(ms.iter().any(|m| m.digest == latest));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Cases: health and migrations
+
+/// Migrating an up-to-date store again changes nothing.
+pub(crate) async fn migrate_twice_is_a_no_op(s: &dyn MetadataStore) {
+    let r = repo("packs/kept");
+    let m = manifest("kept");
+    put(s, &r, &m, &["v1"]).await;
+    s.migrate().await.unwrap();
+    s.migrate().await.unwrap();
+    assert_eq!(by_tag(s, &r, "v1").await, Some(m.digest));
+}
+
+/// `ping` answers, also many at once.
+pub(crate) async fn ping(s: &dyn MetadataStore) {
+    s.ping().await.unwrap();
+    for p in futures_util::future::join_all((0..8).map(|_| s.ping())).await {
+        p.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Backends
+
+/// One `#[tokio::test]` per case for the backend that `$open` (an async fn returning
+/// `Option<(store, guard)>`, `None` to skip) opens, migrated and empty, for each case.
+macro_rules! metadata_suite {
+    ($open:path) => {
+        metadata_suite!(@cases $open;
+            link_and_unlink_blobs, repositories_come_into_being, list_repositories_pages,
+            put_and_get_manifests, put_manifest_is_idempotent_and_moves_tags,
+            delete_tag_keeps_manifest, delete_manifest_removes_tags_and_references,
+            list_tags_byte_order_and_pages, referrers_by_subject,
+            missing_blobs_and_manifests, upload_sessions, concurrent_upload_updates,
+            concurrent_pushes, migrate_twice_is_a_no_op, ping);
+    };
+    (@cases $open:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some((store, guard)) = $open().await else {
+                    return;
+                };
+                $crate::metadata::suite::$case(&store).await;
+                // The store first: its connections, then what it lived in.
+                drop((store, guard));
+            }
+        )*
+    };
+}
+
+mod sqlite_file {
+    use crate::metadata::{MetadataStore, PoolOptions, SqliteStore};
+
+    async fn open() -> Option<(SqliteStore, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/m.db", dir.path().display());
+        let store = SqliteStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("open sqlite file");
+        store.migrate().await.expect("migrate");
+        Some((store, dir))
+    }
+
+    metadata_suite!(open);
+}
+
+mod sqlite_memory {
+    use crate::metadata::{MetadataStore, PoolOptions, SqliteStore};
+
+    async fn open() -> Option<(SqliteStore, ())> {
+        let store = SqliteStore::connect("sqlite::memory:", &PoolOptions::default())
+            .await
+            .expect("open sqlite memory");
+        store.migrate().await.expect("migrate");
+        Some((store, ()))
+    }
+
+    metadata_suite!(open);
+}
+
+mod postgres {
+    use sqlx::{Connection, PgConnection};
+
+    use crate::metadata::{MetadataStore, PoolOptions, PostgresStore};
+
+    const URL_VAR: &str = "PACKS_TEST_POSTGRES_URL";
+
+    /// A database made for one test, dropped (with any connection left to it) when
+    /// this is dropped, also when the test panics.
+    struct TestDatabase {
+        admin_url: String,
+        name: String,
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let admin_url = self.admin_url.clone();
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            // A runtime of its own on a thread of its own: this may run while the
+            // test's runtime is unwinding.
+            let dropped = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(async {
+                        let mut admin = PgConnection::connect(&admin_url).await?;
+                        sqlx::raw_sql(&sql).execute(&mut admin).await?;
+                        admin.close().await
+                    })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop test database {}: {dropped:?}", self.name);
+            }
+        }
+    }
+
+    /// `url` with its database name replaced by `database`.
+    fn with_database(url: &str, database: &str) -> String {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (url, None),
+        };
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let path = base[authority..]
+            .find('/')
+            .map_or(base.len(), |i| authority + i);
+        let mut out = format!("{}/{database}", &base[..path]);
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(query);
+        }
+        out
+    }
+
+    #[test]
+    fn replaces_the_database_in_urls() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+        assert_eq!(
+            with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
+            "postgresql://u:p@h/x?sslmode=disable"
+        );
+    }
+
+    /// A new empty database, its URL, and the guard dropping it; `None` to skip.
+    async fn create_database() -> Option<(String, TestDatabase)> {
+        let Ok(admin_url) = std::env::var(URL_VAR) else {
+            eprintln!("{URL_VAR} is not set: skipping the PostgreSQL metadata suite");
+            return None;
+        };
+        let name = format!("packs_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to PACKS_TEST_POSTGRES_URL");
+        // A linguistic default collation, as many production servers have, so that
+        // the byte-order checks fail if a column lacks COLLATE "C". Older servers (or
+        // ones without ICU) get the server's default.
+        let icu = format!(
+            "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+        );
+        if sqlx::raw_sql(&icu).execute(&mut admin).await.is_err() {
+            sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .expect("create test database");
+        }
+        admin.close().await.ok();
+        let url = with_database(&admin_url, &name);
+        Some((url, TestDatabase { admin_url, name }))
+    }
+
+    async fn open() -> Option<(PostgresStore, TestDatabase)> {
+        let (url, guard) = create_database().await?;
+        let store = PostgresStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate");
+        Some((store, guard))
+    }
+
+    metadata_suite!(open);
+
+    /// Replicas starting together on a fresh database migrate it once, all succeeding.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_migrate_together() {
+        let Some((url, guard)) = create_database().await else {
+            return;
+        };
+        let mut replicas = Vec::new();
+        for _ in 0..4 {
+            replicas.push(
+                PostgresStore::connect(&url, &PoolOptions::default())
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let migrated = futures_util::future::join_all(replicas.iter().map(|r| r.migrate())).await;
+        for m in migrated {
+            m.expect("concurrent migrate");
+        }
+        crate::metadata::suite::ping(&replicas[0]).await;
+        crate::metadata::suite::migrate_twice_is_a_no_op(&replicas[1]).await;
+        drop((replicas, guard));
+    }
+}
