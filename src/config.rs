@@ -350,6 +350,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature
     fn file_and_environment_layer_over_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -368,6 +369,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature
     fn rejects_unknown_keys_and_bad_values() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("u.toml", "[server]\nlisen = \"0.0.0.0:6000\"\n")?;

@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+#[path = "../../tests/prod/mod.rs"]
+mod prod;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -38,8 +41,30 @@ pub struct Server {
     pub base: String,
     /// A plain HTTP client.
     pub http: reqwest::Client,
-    // Declared last so the process is gone before its folder is removed.
+    // Declared last so the process is gone before its folder and database are removed.
     _data: tempfile::TempDir,
+    _database: Option<prod::TestDatabase>,
+}
+
+/// The configuration the suites run against: `embedded` (SQLite + filesystem, the
+/// default) or `production` (PostgreSQL + S3), chosen with
+/// `PACKS_CONFORMANCE_BACKEND`. Production needs `PACKS_TEST_POSTGRES_URL` and
+/// `PACKS_TEST_S3_ENDPOINT`; every server gets a fresh database and bucket.
+async fn backend_env() -> (Vec<(String, String)>, Option<prod::TestDatabase>) {
+    match std::env::var("PACKS_CONFORMANCE_BACKEND").as_deref() {
+        Ok("production") => {
+            let env = prod::ProdEnv::from_env()
+                .expect("PACKS_CONFORMANCE_BACKEND=production needs PACKS_TEST_POSTGRES_URL and PACKS_TEST_S3_ENDPOINT");
+            let database = prod::TestDatabase::create(&env.postgres_url).await;
+            let bucket = prod::create_bucket(&env.s3_endpoint).await;
+            let mut vars = prod::prod_vars(&database.url, &env.s3_endpoint, &bucket);
+            vars.push(("AWS_ACCESS_KEY_ID".into(), "test".into()));
+            vars.push(("AWS_SECRET_ACCESS_KEY".into(), "test".into()));
+            (vars, Some(database))
+        }
+        Ok("embedded") | Err(_) => (Vec::new(), None),
+        Ok(other) => panic!("PACKS_CONFORMANCE_BACKEND={other}: expected embedded or production"),
+    }
 }
 
 fn drain(
@@ -67,6 +92,7 @@ impl Server {
     /// Starts the binary on `127.0.0.1:0` and waits until `GET /v2/` is 200.
     pub async fn start() -> Server {
         let data = tempfile::TempDir::new().expect("temporary data folder");
+        let (backend_vars, database) = backend_env().await;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_packs-registry"));
         cmd.arg("serve")
             .arg("--listen")
@@ -84,6 +110,7 @@ impl Server {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(backend_vars);
         let mut child = cmd.spawn().expect("start packs-registry");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
@@ -108,6 +135,7 @@ impl Server {
             addr,
             http,
             _data: data,
+            _database: database,
         };
         server.wait_ready().await;
         server

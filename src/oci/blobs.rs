@@ -44,7 +44,9 @@ pub async fn get(
     let (status, size, range, body) = if with_body {
         let read = state
             .registry
-            .read_blob(repo, &digest, |size| params::resolve_range(range_header, size).ok())
+            .read_blob(repo, &digest, |size| {
+                params::resolve_range(range_header, size).ok()
+            })
             .await?;
         let status = if read.range.is_some() {
             StatusCode::PARTIAL_CONTENT
@@ -60,14 +62,23 @@ pub async fn get(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert("Docker-Content-Digest", header(digest.as_str()));
     h.insert(header::ETAG, header(format!("\"{digest}\"")));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     match range {
         Some(r) => {
-            h.insert(header::CONTENT_LENGTH, header((r.end - r.start).to_string()));
+            h.insert(
+                header::CONTENT_LENGTH,
+                header((r.end - r.start).to_string()),
+            );
             h.insert(
                 header::CONTENT_RANGE,
                 header(format!("bytes {}-{}/{size}", r.start, r.end - 1)),
@@ -87,7 +98,13 @@ pub async fn delete(state: &AppState, repo: &RepoName, digest: &str) -> Result<R
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-fn session_response(state: &AppState, status: StatusCode, repo: &RepoName, id: uuid::Uuid, offset: u64) -> Response {
+fn session_response(
+    state: &AppState,
+    status: StatusCode,
+    repo: &RepoName,
+    id: uuid::Uuid,
+    offset: u64,
+) -> Response {
     let mut response = status.into_response();
     let h = response.headers_mut();
     h.insert(header::LOCATION, header(upload_location(repo, id)));
@@ -130,21 +147,34 @@ pub async fn start(
         if let Some(declared) = params::content_length(headers) {
             check_declared_size(state, declared)?;
         }
-        state.registry.push_blob(repo, &digest, stream(body)).await?;
+        state
+            .registry
+            .push_blob(repo, &digest, stream(body))
+            .await?;
         return Ok(created(repo, &digest));
     }
     let algorithm = match query.get("digest-algorithm") {
         None | Some("") => Algorithm::Sha256,
-        Some(a) => a.parse().map_err(|e| Error::from(e))?,
+        Some(a) => a.parse().map_err(Error::from)?,
     };
     let session = state.registry.start_upload(repo, algorithm).await?;
-    Ok(session_response(state, StatusCode::ACCEPTED, repo, session.id, session.offset))
+    Ok(session_response(
+        state,
+        StatusCode::ACCEPTED,
+        repo,
+        session.id,
+        session.offset,
+    ))
 }
 
 fn check_declared_size(state: &AppState, declared: u64) -> Result<(), OciError> {
     let limit = state.registry.limits().max_blob_bytes;
     if limit > 0 && declared > limit {
-        return Err(Error::TooLarge { what: "blob", limit }.into());
+        return Err(Error::TooLarge {
+            what: "blob",
+            limit,
+        }
+        .into());
     }
     Ok(())
 }
@@ -153,7 +183,13 @@ fn check_declared_size(state: &AppState, declared: u64) -> Result<(), OciError> 
 pub async fn status(state: &AppState, repo: &RepoName, id: &str) -> Result<Response, OciError> {
     let id = params::upload_id(id)?;
     let s = state.registry.upload_status(repo, id).await?;
-    Ok(session_response(state, StatusCode::NO_CONTENT, repo, s.id, s.offset))
+    Ok(session_response(
+        state,
+        StatusCode::NO_CONTENT,
+        repo,
+        s.id,
+        s.offset,
+    ))
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: one chunk (with `Content-Range`) or a stream.
@@ -173,7 +209,13 @@ pub async fn patch(
         .registry
         .append_chunk(repo, id, range, stream(body))
         .await?;
-    Ok(session_response(state, StatusCode::ACCEPTED, repo, s.id, s.offset))
+    Ok(session_response(
+        state,
+        StatusCode::ACCEPTED,
+        repo,
+        s.id,
+        s.offset,
+    ))
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: closes a session, with an optional last chunk.

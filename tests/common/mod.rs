@@ -29,7 +29,9 @@ pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzi
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// Runs each named `async fn name(backend: Backend)` of the calling file once per
-/// blob backend, as `fs::name` and `memory::name`.
+/// configuration, as `fs::name` and `memory::name` (SQLite metadata), and
+/// `production::name` (PostgreSQL + S3, when `PACKS_TEST_POSTGRES_URL` and
+/// `PACKS_TEST_S3_ENDPOINT` are set; skipped with a note otherwise).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -49,16 +51,36 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod production {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::common::production_available() {
+                        super::$name($crate::common::Backend::Production).await
+                    }
+                }
+            )*
+        }
     };
 }
 
-/// Which blob backend the app runs on (metadata is always a SQLite file).
+#[path = "../prod/mod.rs"]
+mod prod;
+
+/// Whether the production configuration can be tested here (notes it if not).
+pub fn production_available() -> bool {
+    prod::ProdEnv::from_env().is_some()
+}
+
+/// Which configuration the app runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Files under `<data_dir>/blobs`.
+    /// SQLite file, blobs as files under `<data_dir>/blobs`.
     Fs,
-    /// `object_store`'s in-memory store.
+    /// SQLite file, blobs in `object_store`'s in-memory store.
     Memory,
+    /// A fresh PostgreSQL database and a fresh S3 bucket (see [`production_available`]).
+    Production,
 }
 
 /// The application under test and the folder it keeps its data in.
@@ -66,6 +88,7 @@ pub struct TestApp {
     router: Router,
     config: Config,
     dir: TempDir,
+    _database: Option<prod::TestDatabase>,
 }
 
 impl TestApp {
@@ -85,9 +108,21 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temporary data folder");
         let mut config = Config::default();
         config.server.data_dir = dir.path().to_path_buf();
+        let mut database = None;
         config.storage.backend = match backend {
             Backend::Fs => StorageBackend::Fs,
             Backend::Memory => StorageBackend::Memory,
+            Backend::Production => {
+                let env = prod::ProdEnv::from_env().expect("production test environment");
+                let db = prod::TestDatabase::create(&env.postgres_url).await;
+                config.metadata.url = db.url.clone();
+                config.storage.s3.bucket = prod::create_bucket(&env.s3_endpoint).await;
+                config.storage.s3.endpoint = env.s3_endpoint.clone();
+                config.storage.s3.access_key_id = "test".into();
+                config.storage.s3.secret_access_key = "test".to_owned().into();
+                database = Some(db);
+                StorageBackend::S3
+            }
         };
         tweak(&mut config);
         config.validate().expect("test configuration is valid");
@@ -98,6 +133,7 @@ impl TestApp {
             router: packs_registry::app::router(state),
             config,
             dir,
+            _database: database,
         }
     }
 
