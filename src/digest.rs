@@ -84,7 +84,9 @@ impl Digest {
             .ok_or_else(|| DigestError::Malformed(s.to_owned()))?;
         let algorithm: Algorithm = algo.parse()?;
         if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::BadEncoding(s.to_owned()));
         }
@@ -194,12 +196,12 @@ impl Hasher {
         let algo: Algorithm = std::str::from_utf8(&state[..colon]).ok()?.parse().ok()?;
         let raw = &state[colon + 1..];
         Some(match algo {
-            Algorithm::Sha256 => {
-                Hasher::Sha256(Box::new(sha2::Sha256::deserialize(raw.try_into().ok()?).ok()?))
-            }
-            Algorithm::Sha512 => {
-                Hasher::Sha512(Box::new(sha2::Sha512::deserialize(raw.try_into().ok()?).ok()?))
-            }
+            Algorithm::Sha256 => Hasher::Sha256(Box::new(
+                sha2::Sha256::deserialize(raw.try_into().ok()?).ok()?,
+            )),
+            Algorithm::Sha512 => Hasher::Sha512(Box::new(
+                sha2::Sha512::deserialize(raw.try_into().ok()?).ok()?,
+            )),
         })
     }
 }
@@ -216,7 +218,10 @@ mod tests {
             "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
-        assert!(matches!(Digest::parse("sha256"), Err(DigestError::Malformed(_))));
+        assert!(matches!(
+            Digest::parse("sha256"),
+            Err(DigestError::Malformed(_))
+        ));
         assert!(matches!(
             Digest::parse("md5:abcd"),
             Err(DigestError::UnsupportedAlgorithm(_))

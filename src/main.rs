@@ -105,8 +105,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         packs_registry::config::StorageBackend::Memory => "memory (not persisted)".into(),
         packs_registry::config::StorageBackend::S3 => {
             let s3 = &config.storage.s3;
-            let endpoint = if s3.endpoint.is_empty() { "AWS" } else { &s3.endpoint };
-            format!("s3://{}/{} at {endpoint}", s3.bucket, s3.prefix.trim_matches('/'))
+            let endpoint = if s3.endpoint.is_empty() {
+                "AWS"
+            } else {
+                &s3.endpoint
+            };
+            format!(
+                "s3://{}/{} at {endpoint}",
+                s3.bucket,
+                s3.prefix.trim_matches('/')
+            )
         }
     };
     let state = app::build_state(config).await.map_err(|e| e.to_string())?;
@@ -114,7 +122,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("packs-registry {} listening on http://{bound}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "packs-registry {} listening on http://{bound}",
+        env!("CARGO_PKG_VERSION")
+    );
     println!("  metadata: {metadata}");
     println!("  blobs:    {storage}");
     tracing::info!(%bound, %metadata, %storage, "serving");
@@ -124,7 +135,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 async fn migrate(config: Option<PathBuf>) -> Result<(), String> {
     let config = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
     init_logging(&config);
-    let meta = app::open_metadata(&config).await.map_err(|e| e.to_string())?;
+    let meta = app::open_metadata(&config)
+        .await
+        .map_err(|e| e.to_string())?;
     meta.migrate().await.map_err(|e| e.to_string())?;
     println!(
         "migrations applied to {}",

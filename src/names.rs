@@ -15,7 +15,9 @@ pub const MAX_TAG_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Not a valid repository name.
-    #[error("invalid repository name {0:?}: components must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)* separated by '/', at most 255 characters")]
+    #[error(
+        "invalid repository name {0:?}: components must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)* separated by '/', at most 255 characters"
+    )]
     Repository(String),
     /// Not a valid tag.
     #[error("invalid tag {0:?}: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
@@ -184,8 +186,8 @@ mod tests {
             assert!(RepoName::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "A", "a/", "/a", "a//b", "-a", "a-", "a___b", "a..b", "a.-b", "a b", "a/B",
-            "_a", "a:b",
+            "", "A", "a/", "/a", "a//b", "-a", "a-", "a___b", "a..b", "a.-b", "a b", "a/B", "_a",
+            "a:b",
         ] {
             assert!(RepoName::parse(bad).is_err(), "{bad}");
         }
@@ -209,7 +211,9 @@ mod tests {
     fn references() {
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
         assert!(matches!(
-            Reference::parse("sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+            Reference::parse(
+                "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+            ),
             Ok(Reference::Digest(_))
         ));
         assert!(Reference::parse("sha256:zz").is_err());

@@ -241,7 +241,10 @@ impl Postgres {
             self.dir.path().display()
         );
         assert!(
-            self.as_postgres("pg_ctl", &["-D", &self.data(), "-w", "-o", &options, "start"]),
+            self.as_postgres(
+                "pg_ctl",
+                &["-D", &self.data(), "-w", "-o", &options, "start"]
+            ),
             "pg_ctl start"
         );
     }

@@ -61,7 +61,10 @@ async fn chunked_upload_hops_between_replicas() {
     // Status from the other replica agrees.
     let r = http.get(a.url(&location)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(r.headers()["range"], format!("0-{}", data.len() - 1).as_str());
+    assert_eq!(
+        r.headers()["range"],
+        format!("0-{}", data.len() - 1).as_str()
+    );
     // Finish on A.
     let r = http
         .put(a.url(&format!("{location}?digest={digest}")))
@@ -90,12 +93,10 @@ async fn same_blob_pushed_to_both_at_once() {
     let digest = sha256(&data);
     let pushes = (0..6).map(|i| {
         let replica = &cluster.replicas[i % 2];
-        http.post(replica.url(&format!(
-            "/v2/packs/race/blobs/uploads/?digest={digest}"
-        )))
-        .header("content-type", "application/octet-stream")
-        .body(data.clone())
-        .send()
+        http.post(replica.url(&format!("/v2/packs/race/blobs/uploads/?digest={digest}")))
+            .header("content-type", "application/octet-stream")
+            .body(data.clone())
+            .send()
     });
     for r in join_all(pushes).await {
         assert_eq!(r.unwrap().status(), StatusCode::CREATED);
@@ -106,7 +107,10 @@ async fn same_blob_pushed_to_both_at_once() {
             .send()
             .await
             .unwrap();
-        assert_eq!(got.headers()["content-length"], data.len().to_string().as_str());
+        assert_eq!(
+            got.headers()["content-length"],
+            data.len().to_string().as_str()
+        );
         assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
     }
 }
@@ -230,7 +234,10 @@ async fn pull_from_b_what_was_pushed_to_a() {
         .json()
         .await
         .unwrap();
-    assert_eq!(catalog["repositories"], serde_json::json!(["packs/policy-x"]));
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["packs/policy-x"])
+    );
 }
 
 #[tokio::test]

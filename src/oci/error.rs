@@ -120,14 +120,19 @@ impl From<Error> for OciError {
                 OciError::new(S::BAD_REQUEST, C::BlobUploadInvalid, message)
             }
             Error::ChunkOutOfOrder { offset } => {
-                let mut err = OciError::new(S::RANGE_NOT_SATISFIABLE, C::BlobUploadInvalid, message);
+                let mut err =
+                    OciError::new(S::RANGE_NOT_SATISFIABLE, C::BlobUploadInvalid, message);
                 err.range = Some(upload_range(offset));
                 err
             }
             Error::DigestInvalid(_) => OciError::new(S::BAD_REQUEST, C::DigestInvalid, message),
             Error::SizeInvalid(_) => OciError::new(S::BAD_REQUEST, C::SizeInvalid, message),
             Error::TooLarge { what, .. } => {
-                let code = if what == "manifest" { C::ManifestInvalid } else { C::SizeInvalid };
+                let code = if what == "manifest" {
+                    C::ManifestInvalid
+                } else {
+                    C::SizeInvalid
+                };
                 OciError::new(S::PAYLOAD_TOO_LARGE, code, message)
             }
             Error::ManifestInvalid(_) => OciError::new(S::BAD_REQUEST, C::ManifestInvalid, message),
@@ -162,7 +167,11 @@ impl From<Error> for OciError {
             }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
-                OciError::new(S::INTERNAL_SERVER_ERROR, C::Unknown, "internal server error")
+                OciError::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    C::Unknown,
+                    "internal server error",
+                )
             }
         }
     }
@@ -181,7 +190,10 @@ impl IntoResponse for OciError {
         if let Some(r) = self.range.and_then(|r| HeaderValue::from_str(&r).ok()) {
             headers.insert(header::RANGE, r);
         }
-        if let Some(r) = self.content_range.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        if let Some(r) = self
+            .content_range
+            .and_then(|r| HeaderValue::from_str(&r).ok())
+        {
             headers.insert(header::CONTENT_RANGE, r);
         }
         response

@@ -37,7 +37,10 @@ pub async fn get(
         .iter()
         .filter_map(|v| v.to_str().ok().map(str::to_owned))
         .collect();
-    let m = state.registry.get_manifest(repo, &reference, &accept).await?;
+    let m = state
+        .registry
+        .get_manifest(repo, &reference, &accept)
+        .await?;
     let size = m.body.len();
     let mut response = if with_body {
         Response::new(Body::from(m.body))
@@ -94,7 +97,12 @@ pub async fn put(
 ) -> Result<Response, OciError> {
     let reference = reference(reference_text)?;
     let limit = state.registry.limits().max_manifest_bytes;
-    let too_large = || OciError::from(Error::TooLarge { what: "manifest", limit });
+    let too_large = || {
+        OciError::from(Error::TooLarge {
+            what: "manifest",
+            limit,
+        })
+    };
     if params::content_length(headers).is_some_and(|n| n > limit.saturating_add(DRAIN_LIMIT)) {
         return Err(too_large());
     }
@@ -130,7 +138,11 @@ pub async fn put(
 }
 
 /// `DELETE /v2/<name>/manifests/<reference>`
-pub async fn delete(state: &AppState, repo: &RepoName, reference_text: &str) -> Result<Response, OciError> {
+pub async fn delete(
+    state: &AppState,
+    repo: &RepoName,
+    reference_text: &str,
+) -> Result<Response, OciError> {
     let reference = reference(reference_text)?;
     state.registry.delete_manifest(repo, &reference).await?;
     Ok(StatusCode::ACCEPTED.into_response())
@@ -147,15 +159,21 @@ fn link(path: &str, pairs: &[(&str, &str)]) -> HeaderValue {
 pub async fn tags(state: &AppState, repo: &RepoName, query: &Query) -> Result<Response, OciError> {
     let n = query.page_size()?;
     let page = state.registry.list_tags(repo, query.get("last"), n).await?;
-    let effective = n.unwrap_or(state.registry.limits().max_page).min(state.registry.limits().max_page);
+    let effective = n
+        .unwrap_or(state.registry.limits().max_page)
+        .min(state.registry.limits().max_page);
     let last = page.items.last().cloned();
-    let mut response = axum::Json(json!({ "name": repo.as_str(), "tags": page.items })).into_response();
+    let mut response =
+        axum::Json(json!({ "name": repo.as_str(), "tags": page.items })).into_response();
     if page.more
         && let Some(last) = last
     {
         response.headers_mut().insert(
             header::LINK,
-            link(&format!("/v2/{repo}/tags/list"), &[("n", &effective.to_string()), ("last", &last)]),
+            link(
+                &format!("/v2/{repo}/tags/list"),
+                &[("n", &effective.to_string()), ("last", &last)],
+            ),
         );
     }
     Ok(response)
@@ -165,7 +183,9 @@ pub async fn tags(state: &AppState, repo: &RepoName, query: &Query) -> Result<Re
 pub async fn catalog(state: &AppState, query: &Query) -> Result<Response, OciError> {
     let n = query.page_size()?;
     let page = state.registry.catalog(query.get("last"), n).await?;
-    let effective = n.unwrap_or(state.registry.limits().max_page).min(state.registry.limits().max_page);
+    let effective = n
+        .unwrap_or(state.registry.limits().max_page)
+        .min(state.registry.limits().max_page);
     let last = page.items.last().cloned();
     let mut response = axum::Json(json!({ "repositories": page.items })).into_response();
     if page.more
@@ -173,7 +193,10 @@ pub async fn catalog(state: &AppState, query: &Query) -> Result<Response, OciErr
     {
         response.headers_mut().insert(
             header::LINK,
-            link("/v2/_catalog", &[("n", &effective.to_string()), ("last", &last)]),
+            link(
+                "/v2/_catalog",
+                &[("n", &effective.to_string()), ("last", &last)],
+            ),
         );
     }
     Ok(response)
@@ -204,7 +227,11 @@ pub async fn referrers(
             if let Some(a) = &r.artifact_type {
                 d["artifactType"] = json!(a);
             }
-            if let Some(a) = r.annotations.as_deref().and_then(|a| serde_json::from_str::<Value>(a).ok()) {
+            if let Some(a) = r
+                .annotations
+                .as_deref()
+                .and_then(|a| serde_json::from_str::<Value>(a).ok())
+            {
                 d["annotations"] = a;
             }
             d
@@ -217,9 +244,15 @@ pub async fn referrers(
     });
     let mut response = Response::new(Body::from(serde_json::to_vec(&body).expect("json")));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_types::OCI_INDEX));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media_types::OCI_INDEX),
+    );
     if artifact_type.is_some() {
-        h.insert("OCI-Filters-Applied", HeaderValue::from_static("artifactType"));
+        h.insert(
+            "OCI-Filters-Applied",
+            HeaderValue::from_static("artifactType"),
+        );
     }
     if page.more
         && let Some(last) = page.items.last()
@@ -228,7 +261,10 @@ pub async fn referrers(
         if let Some(a) = artifact_type {
             pairs.push(("artifactType", a));
         }
-        h.insert(header::LINK, link(&format!("/v2/{repo}/referrers/{subject}"), &pairs));
+        h.insert(
+            header::LINK,
+            link(&format!("/v2/{repo}/referrers/{subject}"), &pairs),
+        );
     }
     Ok(response)
 }

@@ -25,12 +25,18 @@ impl Query {
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`.
     pub fn all(&self, key: &str) -> impl Iterator<Item = &str> {
-        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// `n`, the page size, if given.
@@ -161,7 +167,11 @@ mod tests {
     fn content_ranges() {
         let mut h = HeaderMap::new();
         assert_eq!(content_range(&h).unwrap(), None);
-        for (v, want) in [("0-9", (0, 9)), ("bytes 10-19/*", (10, 19)), ("bytes=5-5", (5, 5))] {
+        for (v, want) in [
+            ("0-9", (0, 9)),
+            ("bytes 10-19/*", (10, 19)),
+            ("bytes=5-5", (5, 5)),
+        ] {
             h.insert(header::CONTENT_RANGE, v.parse().unwrap());
             let r = content_range(&h).unwrap().unwrap();
             assert_eq!((r.start, r.end), want, "{v}");

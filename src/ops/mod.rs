@@ -57,14 +57,26 @@ impl Default for Metrics {
         });
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
-        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "Time to the response head, by route",
             latency.clone(),
         );
-        registry.register("http_request_body_bytes", "Request body bytes received", bytes_in.clone());
-        registry.register("http_response_body_bytes", "Response body bytes sent", bytes_out.clone());
+        registry.register(
+            "http_request_body_bytes",
+            "Request body bytes received",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "http_response_body_bytes",
+            "Response body bytes sent",
+            bytes_out.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -79,7 +91,8 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encode to String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encode to String");
         out
     }
 }
@@ -108,7 +121,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
             Some(e) => json!({ "status": "unavailable", "error": e }),
         })).collect::<serde_json::Map<_, _>>(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let mut r = (status, axum::Json(body)).into_response();
     r.extensions_mut().insert(RouteLabel("readyz"));
     r
@@ -116,7 +133,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut r = (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response();

@@ -84,13 +84,14 @@ struct Checked {
 
 fn descriptor_digest(d: &Descriptor, field: &str) -> Result<Digest> {
     if d.media_type.is_empty() {
-        return Err(Error::ManifestInvalid(format!("{field}: mediaType is empty")));
+        return Err(Error::ManifestInvalid(format!(
+            "{field}: mediaType is empty"
+        )));
     }
     if d.size < 0 {
         return Err(Error::ManifestInvalid(format!("{field}: size is negative")));
     }
-    Digest::parse(&d.digest)
-        .map_err(|e| Error::ManifestInvalid(format!("{field}: {e}")))
+    Digest::parse(&d.digest).map_err(|e| Error::ManifestInvalid(format!("{field}: {e}")))
 }
 
 /// Layers a registry is not expected to hold (Docker foreign layers, OCI
@@ -204,9 +205,9 @@ fn acceptable(accept: &[String], media_type: &str) -> bool {
         .filter(|m| !m.is_empty())
         .collect();
     listed.is_empty()
-        || listed
-            .iter()
-            .any(|m| *m == media_type || *m == "*/*" || *m == "application/*" || *m == "application/json")
+        || listed.iter().any(|m| {
+            *m == media_type || *m == "*/*" || *m == "application/*" || *m == "application/json"
+        })
 }
 
 impl Registry {
@@ -243,7 +244,11 @@ impl Registry {
             .meta
             .missing_blobs(
                 repo,
-                &checked.blobs.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+                &checked
+                    .blobs
+                    .iter()
+                    .map(|(d, _)| d.clone())
+                    .collect::<Vec<_>>(),
             )
             .await?;
         missing.extend(self.meta.missing_manifests(repo, &checked.children).await?);
@@ -364,7 +369,10 @@ mod tests {
     #[test]
     fn accept_lists() {
         assert!(acceptable(&[], OCI_MANIFEST));
-        assert!(acceptable(&[format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.5")], OCI_MANIFEST));
+        assert!(acceptable(
+            &[format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.5")],
+            OCI_MANIFEST
+        ));
         assert!(!acceptable(&[DOCKER_MANIFEST.to_owned()], OCI_MANIFEST));
         assert!(acceptable(&["*/*".to_owned()], OCI_INDEX));
     }

@@ -243,8 +243,13 @@ impl Registry {
     ) -> Result<Page<Referrer>> {
         Ok(self
             .meta
-            .list_referrers(repo, subject, artifact_type, last, self.limits.referrers_page)
+            .list_referrers(
+                repo,
+                subject,
+                artifact_type,
+                last,
+                self.limits.referrers_page,
+            )
             .await?)
     }
 }
-

@@ -50,7 +50,12 @@ struct Tap {
     exceeded: bool,
 }
 
-fn tap(body: ByteStream, hasher: Hasher, already: u64, limit: u64) -> (ByteStream, Arc<Mutex<Tap>>) {
+fn tap(
+    body: ByteStream,
+    hasher: Hasher,
+    already: u64,
+    limit: u64,
+) -> (ByteStream, Arc<Mutex<Tap>>) {
     let state = Arc::new(Mutex::new(Tap {
         hasher,
         count: 0,
@@ -140,7 +145,12 @@ impl Registry {
     }
 
     /// Pushes a whole blob in one request (`POST ?digest=`).
-    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
         let upload = Uuid::new_v4();
         let result = async {
             let (part, hasher) = self
@@ -285,9 +295,7 @@ impl Registry {
         if let Some(body) = body {
             hasher = self.append(&mut record, hasher, range, body).await?;
         }
-        let size = self
-            .seal(repo, id, &record.parts, hasher, digest)
-            .await;
+        let size = self.seal(repo, id, &record.parts, hasher, digest).await;
         match size {
             Ok(size) => {
                 self.meta.delete_upload(id).await?;
@@ -317,7 +325,12 @@ impl Registry {
 
     /// Links a blob of repository `from` into `repo` without copying bytes. Returns
     /// `false` when `from` does not hold the blob (the caller then opens a session).
-    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
         let Some(size) = self.meta.blob_in_repo(from, digest).await? else {
             return Ok(false);
         };

@@ -71,8 +71,29 @@ fn key(k: &StorageKey) -> ObjectPath {
 fn map_err(e: object_store::Error) -> StorageError {
     match e {
         object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
+        other if unreachable(&other) => StorageError::Unavailable(other.to_string()),
         other => StorageError::Other(other.to_string()),
     }
+}
+
+/// Whether the error says the store could not be reached (connection refused,
+/// timed out, dropped), rather than that it refused the request.
+fn unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(http) = err.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[async_trait]

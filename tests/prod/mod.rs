@@ -176,7 +176,12 @@ pub fn spawn(env: &[(String, String)]) -> Replica {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_packs-registry"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("AWS_ACCESS_KEY_ID", "test")
