@@ -142,29 +142,27 @@ impl BlobStore for FsBlobStore {
             if !target.exists() {
                 let dir = target.parent().expect("blob has a parent");
                 create_dir_durable(dir)?;
-                let joined = upload_dir.join("joined");
-                match part_paths.as_slice() {
-                    [] => {
+                // Parts stay untouched until the blob is in place, so a commit that
+                // fails half-way can simply be retried.
+                let joined = match part_paths.as_slice() {
+                    // A single part is already durable (put_part fsyncs it): rename it.
+                    [only] => only.clone(),
+                    parts => {
                         // No part was ever stored, so the upload's directory may not exist.
                         std::fs::create_dir_all(&upload_dir)?;
-                        let f = std::fs::File::create(&joined)?;
-                        f.sync_all()?;
-                    }
-                    [only] => std::fs::rename(only, &joined)?,
-                    [first, rest @ ..] => {
-                        std::fs::rename(first, &joined)?;
+                        let joined = upload_dir.join(format!("joined.{}", Uuid::new_v4().simple()));
                         // Not O_APPEND: copy_file_range refuses appending descriptors, and
-                        // std::io::copy would fall back to copying through user space.
-                        let mut out = std::fs::OpenOptions::new().write(true).open(&joined)?;
-                        out.seek(SeekFrom::End(0))?;
-                        for p in rest {
+                        // std::io::copy would then copy through user space.
+                        let mut out = std::fs::File::create(&joined)?;
+                        for p in parts {
                             let mut f = std::fs::File::open(p)?;
                             // std::io::copy uses copy_file_range on Linux: no bytes through user space.
                             std::io::copy(&mut f, &mut out)?;
                         }
                         out.sync_all()?;
+                        joined
                     }
-                }
+                };
                 std::fs::rename(&joined, &target)?;
                 sync_dir(dir)?;
             }
