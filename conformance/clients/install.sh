@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the real clients that conformance/clients/run.sh drives:
+#   - Debian `skopeo` (bookworm ships 1.9.x)
+#   - PyPI `oras` (oras-py, the Python ORAS client), pinned
+# Idempotent: does nothing (and touches no network) when both are already present.
+set -euo pipefail
+
+ORAS_PY_VERSION="${ORAS_PY_VERSION:-0.2.43}"
+PYTHON="${PYTHON:-python3}"
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then
+  SUDO="sudo"
+fi
+
+if command -v skopeo >/dev/null 2>&1; then
+  echo "install: skopeo present ($(skopeo --version))"
+else
+  echo "install: installing skopeo from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends skopeo
+  skopeo --version
+fi
+
+have_oras="$("$PYTHON" - <<PY 2>/dev/null || true
+import importlib.metadata as m
+try:
+    print(m.version("oras"))
+except m.PackageNotFoundError:
+    print("")
+PY
+)"
+if [ "$have_oras" = "$ORAS_PY_VERSION" ]; then
+  echo "install: oras (python) $have_oras present"
+else
+  echo "install: installing oras==$ORAS_PY_VERSION (found '${have_oras:-none}')"
+  "$PYTHON" -m pip install --disable-pip-version-check --root-user-action=ignore -q "oras==$ORAS_PY_VERSION"
+fi
