@@ -95,6 +95,37 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(middleware::from_fn_with_state(metrics, ops::track))
 }
 
+/// Starts the background sweeps of `serve` (abandoned uploads).
+pub fn spawn_background(state: &AppState) {
+    let uploads = state.config.uploads.clone();
+    if uploads.sweep_interval_secs == 0 {
+        return;
+    }
+    let registry = state.registry.clone();
+    tokio::spawn(async move {
+        let max_age = std::time::Duration::from_secs(uploads.expire_after_secs);
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_secs(uploads.sweep_interval_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match registry.expire_uploads(max_age).await {
+                Ok(r) if r.sessions + r.orphans > 0 => {
+                    tracing::info!(
+                        sessions = r.sessions,
+                        orphans = r.orphans,
+                        "expired abandoned uploads"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "upload expiry sweep failed; retrying next interval")
+                }
+            }
+        }
+    });
+}
+
 /// Serves `state` on `listener` until Ctrl-C or SIGTERM.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     axum::serve(listener, router(state))

@@ -21,6 +21,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Request and content limits.
     pub limits: LimitsConfig,
+    /// Upload sessions.
+    pub uploads: UploadsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -214,6 +216,26 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[uploads]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// An upload session untouched this long is abandoned: its session and parts
+    /// are removed (as are parts no session owns).
+    pub expire_after_secs: u64,
+    /// How often each replica sweeps for abandoned uploads; 0 disables the sweep.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            expire_after_secs: 24 * 3600,
+            sweep_interval_secs: 15 * 60,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -285,6 +307,9 @@ impl Config {
         }
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1".into());
+        }
+        if self.uploads.expire_after_secs < 60 {
+            return bad("uploads.expire_after_secs must be at least 60".into());
         }
         if self.metadata.max_connections == 0 {
             return bad("metadata.max_connections must be at least 1".into());

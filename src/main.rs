@@ -129,6 +129,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     println!("  metadata: {metadata}");
     println!("  blobs:    {storage}");
     tracing::info!(%bound, %metadata, %storage, "serving");
+    app::spawn_background(&state);
     app::serve(listener, state).await.map_err(|e| e.to_string())
 }
 

@@ -239,6 +239,13 @@ pub trait UploadIndex: Send + Sync {
 
     /// Removes a session. Returns whether it existed.
     async fn delete_upload(&self, id: Uuid) -> Result<bool>;
+
+    /// Ids of sessions not updated since `updated_before` (ms since the epoch),
+    /// oldest first, at most `limit`.
+    async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>>;
+
+    /// Whether a session with this id exists, in any repository.
+    async fn upload_exists(&self, id: Uuid) -> Result<bool>;
 }
 
 /// The whole metadata store: every narrow index plus health and migrations.

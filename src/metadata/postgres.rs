@@ -421,6 +421,27 @@ impl UploadIndex for PostgresStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(updated_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| Uuid::parse_str(id).map_err(|e| MetadataError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    async fn upload_exists(&self, id: Uuid) -> Result<bool> {
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
 }
 
 #[async_trait]

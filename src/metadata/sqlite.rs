@@ -450,6 +450,27 @@ impl UploadIndex for SqliteStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?",
+        )
+        .bind(updated_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        ids.iter()
+            .map(|id| Uuid::parse_str(id).map_err(|e| MetadataError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    async fn upload_exists(&self, id: Uuid) -> Result<bool> {
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(found.is_some())
+    }
 }
 
 #[async_trait]

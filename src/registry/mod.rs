@@ -18,7 +18,7 @@ use crate::storage::{DynBlobStore, StorageError};
 
 pub use blobs::BlobRead;
 pub use manifests::{ManifestPushed, media_types};
-pub use uploads::{ChunkRange, UploadState};
+pub use uploads::{ChunkRange, ExpiryReport, UploadState};
 
 /// Everything that can go wrong in the domain, as the API layers need to tell it.
 #[derive(Debug, thiserror::Error)]

@@ -343,3 +343,45 @@ impl Registry {
         Ok(true)
     }
 }
+
+/// What one sweep of abandoned uploads removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpiryReport {
+    /// Sessions (rows and their parts) expired.
+    pub sessions: usize,
+    /// Stored parts left by uploads that have no session any more (a monolithic
+    /// push or a replica that died mid-request).
+    pub orphans: usize,
+}
+
+/// Most items handled by one sweep; the next sweep takes the rest.
+const SWEEP_BATCH: u32 = 1000;
+
+impl Registry {
+    /// Removes upload sessions untouched for `max_age`, and any stored upload parts
+    /// untouched for as long that no session owns. Safe to run on every replica at
+    /// once: each step is idempotent.
+    pub async fn expire_uploads(&self, max_age: std::time::Duration) -> Result<ExpiryReport> {
+        let mut report = ExpiryReport::default();
+        let cutoff = now_millis() - max_age.as_millis() as i64;
+        for id in self.meta.stale_uploads(cutoff, SWEEP_BATCH).await? {
+            // Row first: once it is gone no request can add a part, then the bytes go.
+            if self.meta.delete_upload(id).await? {
+                report.sessions += 1;
+            }
+            self.blobs.abort(id).await?;
+        }
+        let before = std::time::SystemTime::now() - max_age;
+        for id in self
+            .blobs
+            .stale_uploads(before, SWEEP_BATCH as usize)
+            .await?
+        {
+            if !self.meta.upload_exists(id).await? {
+                self.blobs.abort(id).await?;
+                report.orphans += 1;
+            }
+        }
+        Ok(report)
+    }
+}

@@ -184,6 +184,37 @@ impl BlobStore for FsBlobStore {
         Ok(ReaderStream::with_capacity(file, READ_CHUNK).boxed())
     }
 
+    async fn stale_uploads(
+        &self,
+        before: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StorageError> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut stale = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Uuid::parse_str(n).ok())
+                else {
+                    continue; // the readiness probe, or anything that is not an upload
+                };
+                // A directory's mtime moves whenever a part is added to it.
+                let modified = entry.metadata()?.modified()?;
+                if modified < before {
+                    stale.push(id);
+                    if stale.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(stale)
+        })
+        .await
+    }
+
     async fn abort(&self, upload: Uuid) -> Result<(), StorageError> {
         let dir = self.path(&StorageKey::Upload(upload));
         blocking(move || match std::fs::remove_dir_all(&dir) {

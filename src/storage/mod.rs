@@ -141,6 +141,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Reads back one stored part (used to re-hash an upload under another algorithm).
     async fn read_part(&self, upload: Uuid, part: &PartInfo) -> Result<ByteStream, StorageError>;
 
+    /// Ids of uploads that have stored something but not been written to since
+    /// `before`, at most `limit`. Used to sweep what abandoned uploads left behind.
+    async fn stale_uploads(
+        &self,
+        before: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StorageError>;
+
     /// Removes everything stored for `upload`. Removing nothing is not an error.
     async fn abort(&self, upload: Uuid) -> Result<(), StorageError>;
 

@@ -204,6 +204,39 @@ impl BlobStore for ObjectBlobStore {
             .boxed())
     }
 
+    async fn stale_uploads(
+        &self,
+        before: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StorageError> {
+        let before = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let mut newest: std::collections::BTreeMap<Uuid, i64> = Default::default();
+        let prefix = ObjectPath::from("uploads");
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(meta) = listing.try_next().await.map_err(map_err)? {
+            let Some(id) = meta
+                .location
+                .parts()
+                .nth(1)
+                .and_then(|p| Uuid::parse_str(p.as_ref()).ok())
+            else {
+                continue; // the readiness probe, or anything that is not an upload
+            };
+            let modified = meta.last_modified.timestamp_millis();
+            let entry = newest.entry(id).or_insert(modified);
+            *entry = (*entry).max(modified);
+        }
+        Ok(newest
+            .into_iter()
+            .filter(|(_, t)| *t < before)
+            .map(|(id, _)| id)
+            .take(limit)
+            .collect())
+    }
+
     async fn abort(&self, upload: Uuid) -> Result<(), StorageError> {
         let prefix = key(&StorageKey::Upload(upload));
         let mut listing = self.store.list(Some(&prefix));
