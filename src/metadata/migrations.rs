@@ -39,21 +39,35 @@ async fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrat
 
 /// SQLite migrations (`migrations/sqlite`).
 pub async fn sqlite() -> Migrator {
-    migrator(&[(
-        1,
-        "init",
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-    )])
+    migrator(&[
+        (
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+        ),
+        (
+            2,
+            "packs",
+            include_str!("../../migrations/sqlite/0002_packs.sql"),
+        ),
+    ])
     .await
 }
 
 /// PostgreSQL migrations (`migrations/postgres`). `Migrator` takes an advisory lock,
 /// so replicas starting together migrate once.
 pub async fn postgres() -> Migrator {
-    migrator(&[(
-        1,
-        "init",
-        include_str!("../../migrations/postgres/0001_init.sql"),
-    )])
+    migrator(&[
+        (
+            1,
+            "init",
+            include_str!("../../migrations/postgres/0001_init.sql"),
+        ),
+        (
+            2,
+            "packs",
+            include_str!("../../migrations/postgres/0002_packs.sql"),
+        ),
+    ])
     .await
 }

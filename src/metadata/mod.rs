@@ -178,7 +178,8 @@ pub trait ManifestIndex: Send + Sync {
     async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
 
     /// Stores a manifest with what it references and points `tags` at it, in one
-    /// transaction. Re-putting an existing digest is idempotent (tags still move).
+    /// transaction. Re-putting an existing digest is idempotent (tags still move). A
+    /// tag that moves away from a manifest takes its pack index row with it.
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -248,9 +249,134 @@ pub trait UploadIndex: Send + Sync {
     async fn upload_exists(&self, id: Uuid) -> Result<bool>;
 }
 
+/// One indexed pack version: a tag `tag` in `repository` whose manifest is a valid pack
+/// (see `registry/packs.rs`), with what the `/packs` API lists and serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackVersionRecord {
+    /// The pack's id (the repository's last segment).
+    pub pack_id: String,
+    /// The semver version, as written in the pack manifest.
+    pub version: String,
+    /// The version's semver precedence as text whose byte order is precedence order.
+    pub sort_key: String,
+    /// Whether the version has a prerelease part.
+    pub prerelease: bool,
+    /// `policy`, `analyzer`, `task` or `bundle`.
+    pub pack_type: String,
+    /// Display name.
+    pub name: String,
+    /// Description (may be empty).
+    pub description: String,
+    /// Author (may be empty).
+    pub author: String,
+    /// Lower-cased text `q` searches in (id, name, description).
+    pub search_text: String,
+    /// The repository holding the pack (`packs/<packId>`).
+    pub repository: RepoName,
+    /// The tag naming this version (the version, `+` written `_`).
+    pub tag: Tag,
+    /// The OCI manifest the tag points at.
+    pub manifest_digest: Digest,
+    /// Digest of the content a download returns.
+    pub content_digest: Digest,
+    /// Media type of the content layer.
+    pub content_media_type: String,
+    /// Size of the content in bytes.
+    pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub published_at: i64,
+    /// Dependencies as JSON array text (`[{"packId":…,"version":…}]`).
+    pub dependencies: String,
+    /// Members of a bundle as JSON array text, same shape (`[]` for other types).
+    pub members: String,
+    /// The pack's `metadata` object as JSON text.
+    pub metadata: String,
+}
+
+/// One pack as listed: the fields of its latest version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackSummaryRecord {
+    /// The pack's id.
+    pub pack_id: String,
+    /// Type of the latest version.
+    pub pack_type: String,
+    /// Name of the latest version.
+    pub name: String,
+    /// Description of the latest version.
+    pub description: String,
+    /// Author of the latest version.
+    pub author: String,
+    /// Highest version by semver precedence; a prerelease only when no release exists.
+    pub latest_version: String,
+    /// Number of indexed versions.
+    pub versions: u64,
+    /// Milliseconds since the Unix epoch of the last change to the pack's versions.
+    pub updated_at: i64,
+}
+
+/// Filters of a pack listing; every one given must match.
+#[derive(Debug, Clone, Default)]
+pub struct PackFilter {
+    /// Exact type.
+    pub pack_type: Option<String>,
+    /// Exact author.
+    pub author: Option<String>,
+    /// Lower-cased text that must occur in the pack's `search_text`.
+    pub q: Option<String>,
+}
+
+/// The packs index: pack versions and the per-pack summaries derived from them.
+///
+/// Rows exist exactly while their tag points at their manifest: deleting the tag or the
+/// manifest (through any API) removes the row in the same transaction, and moving the
+/// tag to another manifest drops it ([`ManifestIndex::put_manifest`] does). The summary
+/// of a pack is maintained by the database from its versions.
+#[async_trait]
+pub trait PackIndex: Send + Sync {
+    /// Does what [`ManifestIndex::put_manifest`] does and, in the same transaction,
+    /// indexes `pack` (whose `repository`, `tag` and `manifest_digest` name that
+    /// manifest and one of `tags`), replacing any row of the same version. With
+    /// `create_only`, fails with [`MetadataError::Conflict`] (storing nothing) when the
+    /// version is already indexed or its tag already exists.
+    async fn put_pack_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        references: &[(Digest, ReferenceKind)],
+        tags: &[Tag],
+        pack: &PackVersionRecord,
+        create_only: bool,
+    ) -> Result<()>;
+
+    /// Packs matching `filter` whose id is after `after`, ordered by id, at most `n`.
+    async fn list_packs(
+        &self,
+        filter: &PackFilter,
+        after: Option<&str>,
+        n: u32,
+    ) -> Result<Page<PackSummaryRecord>>;
+
+    /// One pack's summary.
+    async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>>;
+
+    /// Every version of a pack, highest precedence first (ties: version text, descending).
+    async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>>;
+
+    /// One version of a pack, by its exact version text.
+    async fn get_pack_version(
+        &self,
+        pack_id: &str,
+        version: &str,
+    ) -> Result<Option<PackVersionRecord>>;
+
+    /// Removes a version: deletes its tag, and with it the row. The manifest and blobs
+    /// stay for garbage collection. Returns whether the version was indexed.
+    async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool>;
+}
+
 /// The whole metadata store: every narrow index plus health and migrations.
 #[async_trait]
-pub trait MetadataStore: BlobIndex + ManifestIndex + UploadIndex {
+pub trait MetadataStore: BlobIndex + ManifestIndex + UploadIndex + PackIndex {
     /// Runs pending migrations.
     async fn migrate(&self) -> Result<()>;
 

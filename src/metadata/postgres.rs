@@ -139,6 +139,79 @@ impl BlobIndex for PostgresStore {
     }
 }
 
+/// The statements of [`ManifestIndex::put_manifest`], inside the caller's transaction.
+async fn put_manifest_in(
+    tx: &mut sqlx::PgConnection,
+    repo: &RepoName,
+    m: &ManifestRecord,
+    references: &[(Digest, ReferenceKind)],
+    tags: &[Tag],
+) -> Result<()> {
+    let now = now_millis();
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
+                                annotations, size, body, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(m.digest.as_str())
+    .bind(&m.media_type)
+    .bind(&m.artifact_type)
+    .bind(m.subject.as_ref().map(Digest::as_str))
+    .bind(&m.annotations)
+    .bind(m.body.len() as i64)
+    .bind(m.body.as_ref())
+    .bind(m.created_at)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() > 0 {
+        for (child, kind) in references {
+            sqlx::query(
+                "INSERT INTO manifest_references (repo, manifest, child_digest, kind)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(m.digest.as_str())
+            .bind(child.as_str())
+            .bind(kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    // Upserted in one order, so that pushes sharing tags cannot deadlock on them.
+    let mut tags: Vec<&Tag> = tags.iter().collect();
+    tags.sort_unstable();
+    tags.dedup();
+    for tag in tags {
+        sqlx::query(
+            "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo, name) DO UPDATE
+             SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(m.digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // A tag moved away from a pack's manifest no longer names that pack version.
+        sqlx::query("DELETE FROM pack_versions WHERE repository = $1 AND tag = $2 AND manifest_digest <> $3")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(m.digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ManifestIndex for PostgresStore {
     async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
@@ -183,62 +256,8 @@ impl ManifestIndex for PostgresStore {
         references: &[(Digest, ReferenceKind)],
         tags: &[Tag],
     ) -> Result<()> {
-        let now = now_millis();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
-                                    annotations, size, body, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(m.digest.as_str())
-        .bind(&m.media_type)
-        .bind(&m.artifact_type)
-        .bind(m.subject.as_ref().map(Digest::as_str))
-        .bind(&m.annotations)
-        .bind(m.body.len() as i64)
-        .bind(m.body.as_ref())
-        .bind(m.created_at)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() > 0 {
-            for (child, kind) in references {
-                sqlx::query(
-                    "INSERT INTO manifest_references (repo, manifest, child_digest, kind)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(repo.as_str())
-                .bind(m.digest.as_str())
-                .bind(child.as_str())
-                .bind(kind.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        // Upserted in one order, so that pushes sharing tags cannot deadlock on them.
-        let mut tags: Vec<&Tag> = tags.iter().collect();
-        tags.sort_unstable();
-        tags.dedup();
-        for tag in tags {
-            sqlx::query(
-                "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repo, name) DO UPDATE
-                 SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .bind(m.digest.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        put_manifest_in(&mut tx, repo, m, references, tags).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -341,6 +360,237 @@ impl ManifestIndex for PostgresStore {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(page(items, n))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Packs index
+
+const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, name, description, author, search_text, repository, tag, manifest_digest, content_digest, content_media_type, size, published_at, dependencies, members, metadata";
+
+const PACK_SUMMARY_COLUMNS: &str =
+    "pack_id, type, name, description, author, latest_version, versions, updated_at";
+
+fn corrupt(e: impl std::fmt::Display) -> MetadataError {
+    MetadataError::Corrupt(e.to_string())
+}
+
+fn pack_version_from_row(row: &sqlx::postgres::PgRow) -> Result<PackVersionRecord> {
+    Ok(PackVersionRecord {
+        pack_id: row.try_get("pack_id")?,
+        version: row.try_get("version")?,
+        sort_key: row.try_get("sort_key")?,
+        prerelease: row.try_get("prerelease")?,
+        pack_type: row.try_get("type")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        author: row.try_get("author")?,
+        search_text: row.try_get("search_text")?,
+        repository: RepoName::parse(&row.try_get::<String, _>("repository")?).map_err(corrupt)?,
+        tag: Tag::parse(&row.try_get::<String, _>("tag")?).map_err(corrupt)?,
+        manifest_digest: digest(row.try_get("manifest_digest")?)?,
+        content_digest: digest(row.try_get("content_digest")?)?,
+        content_media_type: row.try_get("content_media_type")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        published_at: row.try_get("published_at")?,
+        dependencies: row.try_get("dependencies")?,
+        members: row.try_get("members")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+fn pack_summary_from_row(row: &sqlx::postgres::PgRow) -> Result<PackSummaryRecord> {
+    Ok(PackSummaryRecord {
+        pack_id: row.try_get("pack_id")?,
+        pack_type: row.try_get("type")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        author: row.try_get("author")?,
+        latest_version: row.try_get("latest_version")?,
+        versions: row.try_get::<i64, _>("versions")? as u64,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// A `LIKE` pattern matching `text` anywhere (`\` is PostgreSQL's default escape).
+fn like_substring(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+#[async_trait]
+impl PackIndex for PostgresStore {
+    async fn put_pack_manifest(
+        &self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        references: &[(Digest, ReferenceKind)],
+        tags: &[Tag],
+        p: &PackVersionRecord,
+        create_only: bool,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Publishes of one pack are serialized (the same lock the packs trigger takes),
+        // so the checks below hold until commit.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('packs:' || $1))")
+            .bind(&p.pack_id)
+            .execute(&mut *tx)
+            .await?;
+        if create_only {
+            let taken: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
+                 UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = $3 AND version = $4",
+            )
+            .bind(p.repository.as_str())
+            .bind(p.tag.as_str())
+            .bind(&p.pack_id)
+            .bind(&p.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if taken.is_some() {
+                return Err(MetadataError::Conflict);
+            }
+        }
+        put_manifest_in(&mut tx, repo, m, references, tags).await?;
+        sqlx::query(&format!(
+            "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18, $19)
+             ON CONFLICT (pack_id, version) DO UPDATE SET
+                sort_key = excluded.sort_key, prerelease = excluded.prerelease,
+                type = excluded.type, name = excluded.name,
+                description = excluded.description, author = excluded.author,
+                search_text = excluded.search_text, repository = excluded.repository,
+                tag = excluded.tag, manifest_digest = excluded.manifest_digest,
+                content_digest = excluded.content_digest,
+                content_media_type = excluded.content_media_type, size = excluded.size,
+                published_at = excluded.published_at, dependencies = excluded.dependencies,
+                members = excluded.members, metadata = excluded.metadata"
+        ))
+        .bind(&p.pack_id)
+        .bind(&p.version)
+        .bind(&p.sort_key)
+        .bind(p.prerelease)
+        .bind(&p.pack_type)
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(&p.author)
+        .bind(&p.search_text)
+        .bind(p.repository.as_str())
+        .bind(p.tag.as_str())
+        .bind(p.manifest_digest.as_str())
+        .bind(p.content_digest.as_str())
+        .bind(&p.content_media_type)
+        .bind(p.size as i64)
+        .bind(p.published_at)
+        .bind(&p.dependencies)
+        .bind(&p.members)
+        .bind(&p.metadata)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_packs(
+        &self,
+        filter: &PackFilter,
+        after: Option<&str>,
+        n: u32,
+    ) -> Result<Page<PackSummaryRecord>> {
+        // Only the filters given appear in the SQL, so the planner can pick the index
+        // that serves them ((type, pack_id), (author, pack_id), the trigram index, pack_id).
+        let mut sql = format!("SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id > $1");
+        let mut next = 2;
+        let mut param = |sql: &mut String, clause: &str| {
+            sql.push_str(&clause.replace('?', &format!("${next}")));
+            next += 1;
+        };
+        if filter.pack_type.is_some() {
+            param(&mut sql, " AND type = ?");
+        }
+        if filter.author.is_some() {
+            param(&mut sql, " AND author = ?");
+        }
+        let q = filter.q.as_deref().filter(|q| !q.is_empty());
+        if q.is_some() {
+            param(&mut sql, " AND search_text LIKE ?");
+        }
+        param(&mut sql, " ORDER BY pack_id LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(after.unwrap_or(""));
+        if let Some(t) = &filter.pack_type {
+            query = query.bind(t);
+        }
+        if let Some(a) = &filter.author {
+            query = query.bind(a);
+        }
+        if let Some(q) = q {
+            query = query.bind(like_substring(q));
+        }
+        let rows = query.bind(i64::from(n) + 1).fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(pack_summary_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(items, n))
+    }
+
+    async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id = $1"
+        ))
+        .bind(pack_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(pack_summary_from_row).transpose()
+    }
+
+    async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1
+             ORDER BY sort_key DESC, version DESC"
+        ))
+        .bind(pack_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pack_version_from_row).collect()
+    }
+
+    async fn get_pack_version(
+        &self,
+        pack_id: &str,
+        version: &str,
+    ) -> Result<Option<PackVersionRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1 AND version = $2"
+        ))
+        .bind(pack_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(pack_version_from_row).transpose()
+    }
+
+    async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
+        // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
+        // by trigger.
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE (repo, name) IN
+                (SELECT repository, tag FROM pack_versions WHERE pack_id = $1 AND version = $2)",
+        )
+        .bind(pack_id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

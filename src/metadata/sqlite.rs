@@ -168,6 +168,79 @@ impl BlobIndex for SqliteStore {
     }
 }
 
+/// The statements of [`ManifestIndex::put_manifest`], inside the caller's transaction.
+async fn put_manifest_in(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    m: &ManifestRecord,
+    references: &[(Digest, ReferenceKind)],
+    tags: &[Tag],
+) -> Result<()> {
+    let now = now_millis();
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
+                                annotations, size, body, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(m.digest.as_str())
+    .bind(&m.media_type)
+    .bind(&m.artifact_type)
+    .bind(m.subject.as_ref().map(Digest::as_str))
+    .bind(&m.annotations)
+    .bind(m.body.len() as i64)
+    .bind(m.body.as_ref())
+    .bind(m.created_at)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() > 0 {
+        for (child, kind) in references {
+            sqlx::query(
+                "INSERT INTO manifest_references (repo, manifest, child_digest, kind)
+                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(m.digest.as_str())
+            .bind(child.as_str())
+            .bind(kind.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    // Upserted in one order, so that pushes sharing tags cannot deadlock on them.
+    let mut tags: Vec<&Tag> = tags.iter().collect();
+    tags.sort_unstable();
+    tags.dedup();
+    for tag in tags {
+        sqlx::query(
+            "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (repo, name) DO UPDATE
+             SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(m.digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // A tag moved away from a pack's manifest no longer names that pack version.
+        sqlx::query(
+            "DELETE FROM pack_versions WHERE repository = ? AND tag = ? AND manifest_digest <> ?",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(m.digest.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ManifestIndex for SqliteStore {
     async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
@@ -211,62 +284,8 @@ impl ManifestIndex for SqliteStore {
         references: &[(Digest, ReferenceKind)],
         tags: &[Tag],
     ) -> Result<()> {
-        let now = now_millis();
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
-                                    annotations, size, body, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(m.digest.as_str())
-        .bind(&m.media_type)
-        .bind(&m.artifact_type)
-        .bind(m.subject.as_ref().map(Digest::as_str))
-        .bind(&m.annotations)
-        .bind(m.body.len() as i64)
-        .bind(m.body.as_ref())
-        .bind(m.created_at)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() > 0 {
-            for (child, kind) in references {
-                sqlx::query(
-                    "INSERT INTO manifest_references (repo, manifest, child_digest, kind)
-                     VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                )
-                .bind(repo.as_str())
-                .bind(m.digest.as_str())
-                .bind(child.as_str())
-                .bind(kind.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        // Upserted in one order, so that pushes sharing tags cannot deadlock on them.
-        let mut tags: Vec<&Tag> = tags.iter().collect();
-        tags.sort_unstable();
-        tags.dedup();
-        for tag in tags {
-            sqlx::query(
-                "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (repo, name) DO UPDATE
-                 SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .bind(m.digest.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        put_manifest_in(&mut tx, repo, m, references, tags).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -369,6 +388,226 @@ impl ManifestIndex for SqliteStore {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(page(items, n))
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Packs index
+
+const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, name, description, author, search_text, repository, tag, manifest_digest, content_digest, content_media_type, size, published_at, dependencies, members, metadata";
+
+const PACK_SUMMARY_COLUMNS: &str =
+    "pack_id, type, name, description, author, latest_version, versions, updated_at";
+
+fn corrupt(e: impl std::fmt::Display) -> MetadataError {
+    MetadataError::Corrupt(e.to_string())
+}
+
+fn pack_version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PackVersionRecord> {
+    Ok(PackVersionRecord {
+        pack_id: row.try_get("pack_id")?,
+        version: row.try_get("version")?,
+        sort_key: row.try_get("sort_key")?,
+        prerelease: row.try_get::<i64, _>("prerelease")? != 0,
+        pack_type: row.try_get("type")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        author: row.try_get("author")?,
+        search_text: row.try_get("search_text")?,
+        repository: RepoName::parse(&row.try_get::<String, _>("repository")?).map_err(corrupt)?,
+        tag: Tag::parse(&row.try_get::<String, _>("tag")?).map_err(corrupt)?,
+        manifest_digest: digest(row.try_get("manifest_digest")?)?,
+        content_digest: digest(row.try_get("content_digest")?)?,
+        content_media_type: row.try_get("content_media_type")?,
+        size: row.try_get::<i64, _>("size")? as u64,
+        published_at: row.try_get("published_at")?,
+        dependencies: row.try_get("dependencies")?,
+        members: row.try_get("members")?,
+        metadata: row.try_get("metadata")?,
+    })
+}
+
+fn pack_summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PackSummaryRecord> {
+    Ok(PackSummaryRecord {
+        pack_id: row.try_get("pack_id")?,
+        pack_type: row.try_get("type")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        author: row.try_get("author")?,
+        latest_version: row.try_get("latest_version")?,
+        versions: row.try_get::<i64, _>("versions")? as u64,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// An FTS5 phrase matching `text` as a substring (trigram tokenizer): the text in
+/// double quotes, inner quotes doubled.
+fn fts_phrase(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+#[async_trait]
+impl PackIndex for SqliteStore {
+    async fn put_pack_manifest(
+        &self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        references: &[(Digest, ReferenceKind)],
+        tags: &[Tag],
+        p: &PackVersionRecord,
+        create_only: bool,
+    ) -> Result<()> {
+        // One writer connection: the checks below and the writes cannot interleave
+        // with another publish.
+        let mut tx = self.writer.begin().await?;
+        if create_only {
+            let taken: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM tags WHERE repo = ? AND name = ?
+                 UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = ? AND version = ?",
+            )
+            .bind(p.repository.as_str())
+            .bind(p.tag.as_str())
+            .bind(&p.pack_id)
+            .bind(&p.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if taken.is_some() {
+                return Err(MetadataError::Conflict);
+            }
+        }
+        put_manifest_in(&mut tx, repo, m, references, tags).await?;
+        sqlx::query(&format!(
+            "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (pack_id, version) DO UPDATE SET
+                sort_key = excluded.sort_key, prerelease = excluded.prerelease,
+                type = excluded.type, name = excluded.name,
+                description = excluded.description, author = excluded.author,
+                search_text = excluded.search_text, repository = excluded.repository,
+                tag = excluded.tag, manifest_digest = excluded.manifest_digest,
+                content_digest = excluded.content_digest,
+                content_media_type = excluded.content_media_type, size = excluded.size,
+                published_at = excluded.published_at, dependencies = excluded.dependencies,
+                members = excluded.members, metadata = excluded.metadata"
+        ))
+        .bind(&p.pack_id)
+        .bind(&p.version)
+        .bind(&p.sort_key)
+        .bind(i64::from(p.prerelease))
+        .bind(&p.pack_type)
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(&p.author)
+        .bind(&p.search_text)
+        .bind(p.repository.as_str())
+        .bind(p.tag.as_str())
+        .bind(p.manifest_digest.as_str())
+        .bind(p.content_digest.as_str())
+        .bind(&p.content_media_type)
+        .bind(p.size as i64)
+        .bind(p.published_at)
+        .bind(&p.dependencies)
+        .bind(&p.members)
+        .bind(&p.metadata)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_packs(
+        &self,
+        filter: &PackFilter,
+        after: Option<&str>,
+        n: u32,
+    ) -> Result<Page<PackSummaryRecord>> {
+        // Only the filters given appear in the SQL, so the planner can pick the index
+        // that serves them ((type, pack_id), (author, pack_id), the FTS table, pack_id).
+        let mut sql = format!("SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id > ?");
+        if filter.pack_type.is_some() {
+            sql.push_str(" AND type = ?");
+        }
+        if filter.author.is_some() {
+            sql.push_str(" AND author = ?");
+        }
+        // The trigram index needs three characters; shorter text is looked for by a scan.
+        let q = filter.q.as_deref().filter(|q| !q.is_empty());
+        let indexed_q = q.filter(|q| q.chars().count() >= 3);
+        match (q, indexed_q) {
+            (_, Some(_)) => sql
+                .push_str(" AND id IN (SELECT rowid FROM packs_search WHERE packs_search MATCH ?)"),
+            (Some(_), None) => sql.push_str(" AND instr(search_text, ?) > 0"),
+            (None, _) => {}
+        }
+        sql.push_str(" ORDER BY pack_id LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(after.unwrap_or(""));
+        if let Some(t) = &filter.pack_type {
+            query = query.bind(t);
+        }
+        if let Some(a) = &filter.author {
+            query = query.bind(a);
+        }
+        match (q, indexed_q) {
+            (_, Some(q)) => query = query.bind(fts_phrase(q)),
+            (Some(q), None) => query = query.bind(q),
+            (None, _) => {}
+        }
+        let rows = query.bind(i64::from(n) + 1).fetch_all(&self.reader).await?;
+        let items = rows
+            .iter()
+            .map(pack_summary_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(items, n))
+    }
+
+    async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id = ?"
+        ))
+        .bind(pack_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(pack_summary_from_row).transpose()
+    }
+
+    async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = ?
+             ORDER BY sort_key DESC, version DESC"
+        ))
+        .bind(pack_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(pack_version_from_row).collect()
+    }
+
+    async fn get_pack_version(
+        &self,
+        pack_id: &str,
+        version: &str,
+    ) -> Result<Option<PackVersionRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = ? AND version = ?"
+        ))
+        .bind(pack_id)
+        .bind(version)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(pack_version_from_row).transpose()
+    }
+
+    async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
+        // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
+        // by trigger.
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE (repo, name) IN
+                (SELECT repository, tag FROM pack_versions WHERE pack_id = ? AND version = ?)",
+        )
+        .bind(pack_id)
+        .bind(version)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    ManifestRecord, MetadataError, MetadataStore, Page, ReferenceKind, Referrer, UploadRecord,
+    ManifestRecord, MetadataError, MetadataStore, PackFilter, PackVersionRecord, Page,
+    ReferenceKind, Referrer, UploadRecord,
 };
 use crate::digest::{Algorithm, Digest};
 use crate::names::{RepoName, Tag};
@@ -897,6 +898,347 @@ pub(crate) async fn ping(s: &dyn MetadataStore) {
 }
 
 // ---------------------------------------------------------------------------------
+// Cases: the packs index
+
+/// A pack version record for `packs/<id>:<version>` on `manifest`, with fields that
+/// vary with `seed`.
+fn pack_row(id: &str, version: &str, m: &ManifestRecord, seed: &str) -> PackVersionRecord {
+    let v = semver::Version::parse(version).expect("semver");
+    let name = format!("Pack {id} {seed}");
+    let description = format!("Description of {id} ({seed})");
+    PackVersionRecord {
+        pack_id: id.to_owned(),
+        version: version.to_owned(),
+        // Test code may borrow the domain's key function; the metadata layer never does.
+        sort_key: crate::registry::packs::sort_key(&v),
+        prerelease: !v.pre.is_empty(),
+        pack_type: "policy".to_owned(),
+        search_text: crate::registry::packs::search_text(id, &name, &description),
+        name,
+        description,
+        author: "stellaops".to_owned(),
+        repository: repo(&format!("packs/{id}")),
+        tag: tag(&version.replace('+', "_")),
+        manifest_digest: m.digest.clone(),
+        content_digest: blob(&format!("{id} {version} content")),
+        content_media_type: "application/vnd.stellaops.pack.content.v1.tar+gzip".to_owned(),
+        size: 5 * 1024 * 1024 * 1024,
+        published_at: 1_736_937_000_000,
+        dependencies: r#"[{"packId":"base","version":"^1"}]"#.to_owned(),
+        members: "[]".to_owned(),
+        metadata: r#"{"minRunnerVersion":"1.5.0"}"#.to_owned(),
+    }
+}
+
+/// Pushes a manifest for `id@version` tagged with the version, indexed; returns the row.
+async fn publish(s: &dyn MetadataStore, id: &str, version: &str) -> PackVersionRecord {
+    let m = manifest(&format!("{id}@{version}"));
+    let p = pack_row(id, version, &m, "a");
+    s.put_pack_manifest(
+        &p.repository,
+        &m,
+        &refs(version),
+        &[p.tag.clone()],
+        &p,
+        false,
+    )
+    .await
+    .expect("put_pack_manifest");
+    p
+}
+
+async fn versions_of(s: &dyn MetadataStore, id: &str) -> Vec<String> {
+    s.list_pack_versions(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect()
+}
+
+async fn latest_of(s: &dyn MetadataStore, id: &str) -> Option<String> {
+    s.get_pack(id).await.unwrap().map(|p| p.latest_version)
+}
+
+/// A version round-trips every field; the summary takes the latest version's fields.
+pub(crate) async fn packs_round_trip(s: &dyn MetadataStore) {
+    assert_eq!(s.get_pack("policy-a").await.unwrap(), None);
+    let p = publish(s, "policy-a", "1.2.3+build.7").await;
+    assert_eq!(
+        s.get_pack_version("policy-a", "1.2.3+build.7")
+            .await
+            .unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(
+        s.list_pack_versions("policy-a").await.unwrap(),
+        vec![p.clone()]
+    );
+    let summary = s.get_pack("policy-a").await.unwrap().expect("summary");
+    assert_eq!(
+        (
+            summary.pack_type.as_str(),
+            summary.name.as_str(),
+            summary.author.as_str(),
+            summary.latest_version.as_str(),
+            summary.versions
+        ),
+        ("policy", p.name.as_str(), "stellaops", "1.2.3+build.7", 1)
+    );
+    // The manifest and tag went in with it.
+    assert_eq!(
+        by_tag(s, &p.repository, "1.2.3_build.7").await,
+        Some(p.manifest_digest.clone())
+    );
+    assert_eq!(s.get_pack_version("policy-a", "1.2.3").await.unwrap(), None);
+
+    // Re-indexing the same version replaces its row and refreshes the summary.
+    let m2 = manifest("policy-a second");
+    let mut p2 = pack_row("policy-a", "1.2.3+build.7", &m2, "b");
+    p2.author = "someone".into();
+    s.put_pack_manifest(&p2.repository, &m2, &[], &[p2.tag.clone()], &p2, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_pack_version("policy-a", "1.2.3+build.7")
+            .await
+            .unwrap(),
+        Some(p2.clone())
+    );
+    let summary = s.get_pack("policy-a").await.unwrap().unwrap();
+    assert_eq!(
+        (summary.name, summary.author, summary.versions),
+        (p2.name, "someone".into(), 1)
+    );
+}
+
+/// Latest is the highest release by semver precedence (1.10.0 > 1.9.0), a prerelease
+/// only when no release exists; versions list newest first.
+pub(crate) async fn packs_semver_order_and_latest(s: &dyn MetadataStore) {
+    publish(s, "order", "2.0.0-rc.1").await;
+    assert_eq!(latest_of(s, "order").await.as_deref(), Some("2.0.0-rc.1"));
+    publish(s, "order", "2.0.0-beta.11").await;
+    publish(s, "order", "2.0.0-beta.2").await;
+    assert_eq!(latest_of(s, "order").await.as_deref(), Some("2.0.0-rc.1"));
+    for v in ["1.9.0", "1.10.0", "1.2.0", "0.9.9"] {
+        publish(s, "order", v).await;
+    }
+    assert_eq!(latest_of(s, "order").await.as_deref(), Some("1.10.0"));
+    assert_eq!(
+        versions_of(s, "order").await,
+        [
+            "2.0.0-rc.1",
+            "2.0.0-beta.11",
+            "2.0.0-beta.2",
+            "1.10.0",
+            "1.9.0",
+            "1.2.0",
+            "0.9.9"
+        ]
+    );
+    assert_eq!(s.get_pack("order").await.unwrap().unwrap().versions, 7);
+    // Deleting the latest makes the next release the latest.
+    assert!(s.delete_pack_version("order", "1.10.0").await.unwrap());
+    assert!(!s.delete_pack_version("order", "1.10.0").await.unwrap());
+    assert_eq!(latest_of(s, "order").await.as_deref(), Some("1.9.0"));
+    assert_eq!(s.get_pack("order").await.unwrap().unwrap().versions, 6);
+}
+
+/// Rows go with their tag, their manifest, or a tag moved to another manifest; the
+/// summary goes with the last row.
+pub(crate) async fn packs_follow_tags_and_manifests(s: &dyn MetadataStore) {
+    let a = publish(s, "follow", "1.0.0").await;
+    let b = publish(s, "follow", "1.1.0").await;
+    let c = publish(s, "follow", "1.2.0").await;
+    let r = a.repository.clone();
+
+    // Deleting a tag through /v2.
+    assert!(s.delete_tag(&r, &c.tag).await.unwrap());
+    assert_eq!(versions_of(s, "follow").await, ["1.1.0", "1.0.0"]);
+    assert_eq!(latest_of(s, "follow").await.as_deref(), Some("1.1.0"));
+    // Deleting a manifest through /v2 takes its tags and so its rows.
+    assert!(s.delete_manifest(&r, &b.manifest_digest).await.unwrap());
+    assert_eq!(versions_of(s, "follow").await, ["1.0.0"]);
+    // Moving the tag to a manifest that is not this pack drops the row.
+    let other = manifest("not a pack");
+    put(s, &r, &other, &["1.0.0", "latest"]).await;
+    assert_eq!(versions_of(s, "follow").await, Vec::<String>::new());
+    assert_eq!(s.get_pack("follow").await.unwrap(), None);
+    assert_eq!(by_tag(s, &r, "1.0.0").await, Some(other.digest.clone()));
+    // Re-tagging the same manifest keeps a row.
+    let d = publish(s, "follow", "3.0.0").await;
+    s.put_manifest(&r, &manifest("follow@3.0.0"), &[], &[d.tag.clone()])
+        .await
+        .unwrap();
+    assert_eq!(versions_of(s, "follow").await, ["3.0.0"]);
+    // Deleting through the packs index removes the tag, keeps the manifest.
+    assert!(s.delete_pack_version("follow", "3.0.0").await.unwrap());
+    assert_eq!(by_tag(s, &r, "3.0.0").await, None);
+    assert!(
+        s.get_manifest(&r, &d.manifest_digest)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.get_pack("follow").await.unwrap(), None);
+}
+
+/// `create_only` refuses an existing version or a taken tag, storing nothing.
+pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
+    let first = publish(s, "once", "1.0.0").await;
+    let m = manifest("once again");
+    let again = pack_row("once", "1.0.0", &m, "b");
+    let r = &first.repository;
+    let e = s
+        .put_pack_manifest(r, &m, &[], &[again.tag.clone()], &again, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetadataError::Conflict), "{e:?}");
+    assert_eq!(
+        s.get_manifest(r, &m.digest).await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    assert_eq!(
+        s.get_pack_version("once", "1.0.0").await.unwrap(),
+        Some(first.clone())
+    );
+    // A tag taken by something else.
+    let plain = manifest("plain");
+    put(s, r, &plain, &["2.0.0"]).await;
+    let m2 = manifest("once 2");
+    let v2 = pack_row("once", "2.0.0", &m2, "a");
+    let e = s
+        .put_pack_manifest(r, &m2, &[], &[v2.tag.clone()], &v2, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetadataError::Conflict), "{e:?}");
+    assert_eq!(by_tag(s, r, "2.0.0").await, Some(plain.digest));
+    // A new version is created.
+    let v3 = pack_row("once", "3.0.0", &manifest("once 3"), "a");
+    s.put_pack_manifest(r, &manifest("once 3"), &[], &[v3.tag.clone()], &v3, true)
+        .await
+        .unwrap();
+    assert_eq!(versions_of(s, "once").await, ["3.0.0", "1.0.0"]);
+}
+
+async fn all_packs(s: &dyn MetadataStore, filter: &PackFilter, n: u32) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        let p = s
+            .list_packs(filter, out.last().map(String::as_str), n)
+            .await
+            .unwrap();
+        assert!(p.items.len() <= n as usize);
+        out.extend(p.items.iter().map(|i| i.pack_id.clone()));
+        if !p.more {
+            return out;
+        }
+        assert_eq!(
+            p.items.len(),
+            n as usize,
+            "a page with more after it is full"
+        );
+    }
+}
+
+/// Listing: ordered by id, keyset pages, filters by type and author, `q` as a
+/// case-insensitive substring of id, name or description (short and long, with LIKE
+/// and FTS metacharacters taken literally).
+pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
+    let mut expected = Vec::new();
+    for i in 0..23 {
+        let id = format!("pack-{i:02}");
+        let m = manifest(&id);
+        let mut p = pack_row(&id, "1.0.0", &m, "a");
+        p.pack_type = ["policy", "analyzer", "task"][i % 3].to_owned();
+        p.author = if i % 2 == 0 { "even" } else { "odd" }.to_owned();
+        p.description = match i {
+            3 => "Detects 100% of the_secrets \"quoted\"".to_owned(),
+            4 => "Détecte les ÉLÉMENTS".to_owned(),
+            _ => format!("plain description {i}"),
+        };
+        p.search_text = crate::registry::packs::search_text(&id, &p.name, &p.description);
+        s.put_pack_manifest(&p.repository, &m, &[], &[p.tag.clone()], &p, false)
+            .await
+            .unwrap();
+        expected.push(id);
+    }
+    let none = PackFilter::default();
+    for n in [1, 5, 23, 100] {
+        assert_eq!(all_packs(s, &none, n).await, expected, "pages of {n}");
+    }
+    let by = |t: Option<&str>, a: Option<&str>, q: Option<&str>| PackFilter {
+        pack_type: t.map(str::to_owned),
+        author: a.map(str::to_owned),
+        q: q.map(str::to_owned),
+    };
+    let ids = |is: &[usize]| {
+        is.iter()
+            .map(|i| format!("pack-{i:02}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        all_packs(s, &by(Some("task"), None, None), 2).await,
+        ids(&[2, 5, 8, 11, 14, 17, 20])
+    );
+    assert_eq!(
+        all_packs(s, &by(Some("task"), Some("odd"), None), 2).await,
+        ids(&[5, 11, 17])
+    );
+    assert_eq!(
+        all_packs(s, &by(None, Some("nobody"), None), 2).await,
+        ids(&[])
+    );
+    // q: substrings of id, name and description, in pages.
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("pack-1")), 3).await,
+        ids(&[10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+    );
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("100% of the_s")), 3).await,
+        ids(&[3])
+    );
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("\"quoted\"")), 3).await,
+        ids(&[3])
+    );
+    assert_eq!(all_packs(s, &by(None, None, Some("%")), 3).await, ids(&[3]));
+    assert_eq!(all_packs(s, &by(None, None, Some("_")), 3).await, ids(&[3]));
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("éléments")), 3).await,
+        ids(&[4])
+    );
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("description 2")), 3).await,
+        ids(&[2, 20, 21, 22])
+    );
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("22")), 3).await,
+        ids(&[22])
+    );
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("zzzz")), 3).await,
+        ids(&[])
+    );
+    assert_eq!(
+        all_packs(
+            s,
+            &by(Some("analyzer"), Some("even"), Some("description")),
+            1
+        )
+        .await,
+        ids(&[10, 16, 22])
+    );
+    // The search follows updates and deletes.
+    assert!(s.delete_pack_version("pack-03", "1.0.0").await.unwrap());
+    assert_eq!(
+        all_packs(s, &by(None, None, Some("secrets")), 3).await,
+        ids(&[])
+    );
+}
+
+// ---------------------------------------------------------------------------------
 // Backends
 
 /// One `#[tokio::test]` per case for the backend that `$open` (an async fn returning
@@ -909,7 +1251,9 @@ macro_rules! metadata_suite {
             delete_tag_keeps_manifest, delete_manifest_removes_tags_and_references,
             list_tags_byte_order_and_pages, referrers_by_subject,
             missing_blobs_and_manifests, upload_sessions, concurrent_upload_updates,
-            concurrent_pushes, migrate_twice_is_a_no_op, ping);
+            concurrent_pushes, migrate_twice_is_a_no_op, ping,
+            packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
+            packs_create_only, packs_list_filter_and_search);
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{Error, Registry, Result};
 use crate::digest::{Algorithm, Digest};
-use crate::metadata::{ManifestRecord, ReferenceKind, now_millis};
+use crate::metadata::{ManifestRecord, MetadataError, ReferenceKind, now_millis};
 use crate::names::{Reference, RepoName, Tag};
 
 /// Manifest media types the registry understands.
@@ -212,7 +212,8 @@ fn acceptable(accept: &[String], media_type: &str) -> bool {
 
 impl Registry {
     /// Stores a manifest pushed to `reference`, tagging it with the reference (when
-    /// a tag) and `extra_tags`.
+    /// a tag) and `extra_tags`. A pack pushed into a pack repository is indexed in the
+    /// same transaction (see `packs.rs`).
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -220,6 +221,22 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
         extra_tags: &[Tag],
+    ) -> Result<ManifestPushed> {
+        self.put_manifest_as(repo, reference, content_type, body, extra_tags, false)
+            .await
+    }
+
+    /// [`put_manifest`](Self::put_manifest); with `create_pack`, the manifest must be a
+    /// pack to index whose version and tag do not exist yet ([`Error::PackConflict`]
+    /// otherwise, storing nothing).
+    pub(super) async fn put_manifest_as(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: &[Tag],
+        create_pack: bool,
     ) -> Result<ManifestPushed> {
         if body.len() as u64 > self.limits.max_manifest_bytes {
             return Err(Error::TooLarge {
@@ -271,9 +288,39 @@ impl Registry {
                 .iter()
                 .map(|d| (d.clone(), ReferenceKind::Manifest)),
         );
-        self.meta
-            .put_manifest(repo, &checked.record, &references, &tags)
+        let pack = self
+            .pack_for_manifest(repo, &checked.record.digest, &checked.record.body, &tags)
             .await?;
+        match pack {
+            Some(pack) => self
+                .meta
+                .put_pack_manifest(
+                    repo,
+                    &checked.record,
+                    &references,
+                    &tags,
+                    &pack,
+                    create_pack,
+                )
+                .await
+                .map_err(|e| match e {
+                    MetadataError::Conflict => Error::PackConflict(format!(
+                        "version {} of {} exists already",
+                        pack.version, pack.pack_id
+                    )),
+                    other => other.into(),
+                })?,
+            None if create_pack => {
+                return Err(Error::Internal(
+                    "a published pack manifest was not recognised as a pack".into(),
+                ));
+            }
+            None => {
+                self.meta
+                    .put_manifest(repo, &checked.record, &references, &tags)
+                    .await?
+            }
+        }
         Ok(ManifestPushed {
             digest: checked.record.digest,
             subject: checked.record.subject,

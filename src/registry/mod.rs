@@ -1,12 +1,13 @@
-//! The domain: uploads, blobs, manifests, tags, referrers and the catalog, with the
-//! rules that keep them consistent (verify before visible, references must exist,
-//! bytes first then metadata).
+//! The domain: uploads, blobs, manifests, tags, referrers, the catalog and the packs
+//! index, with the rules that keep them consistent (verify before visible, references
+//! must exist, bytes first then metadata, a pack indexed whichever API pushed it).
 //!
 //! Knows neither HTTP nor JSON error envelopes: `oci/` and `packs/` translate.
 //! Talks to storage and metadata only through their traits.
 
 mod blobs;
 mod manifests;
+pub mod packs;
 mod uploads;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::storage::{DynBlobStore, StorageError};
 
 pub use blobs::BlobRead;
 pub use manifests::{ManifestPushed, media_types};
+pub use packs::{PackSettings, PackType, PublishedPack};
 pub use uploads::{ChunkRange, ExpiryReport, UploadState};
 
 /// Everything that can go wrong in the domain, as the API layers need to tell it.
@@ -88,6 +90,19 @@ pub enum Error {
     /// The request body could not be read to the end.
     #[error("request body: {0}")]
     Body(String),
+    /// A pack manifest that is not a JSON object of the expected shape, or a request
+    /// to the packs API that cannot be understood.
+    #[error("{0}")]
+    PackMalformed(String),
+    /// A pack manifest that breaks a rule (identifier, semver, type, dependencies).
+    #[error("{0}")]
+    PackInvalid(String),
+    /// The pack version exists with other content, or its tag is taken.
+    #[error("{0}")]
+    PackConflict(String),
+    /// No such pack, or no version of it matches.
+    #[error("{0}")]
+    PackUnknown(String),
     /// Anything else: a bug or a backend failure.
     #[error("internal: {0}")]
     Internal(String),
@@ -154,6 +169,7 @@ pub struct Registry {
     blobs: DynBlobStore,
     meta: DynMetadataStore,
     limits: Arc<Limits>,
+    packs: Arc<PackSettings>,
 }
 
 /// The state of one dependency, as `/readyz` reports it.
@@ -172,7 +188,19 @@ impl Registry {
             blobs,
             meta,
             limits: Arc::new(limits),
+            packs: Arc::new(PackSettings::default()),
         }
+    }
+
+    /// The same registry with these packs settings (repository prefix, content limit).
+    pub fn with_pack_settings(mut self, settings: PackSettings) -> Self {
+        self.packs = Arc::new(settings);
+        self
+    }
+
+    /// The packs settings in force.
+    pub fn pack_settings(&self) -> &PackSettings {
+        &self.packs
     }
 
     /// The limits in force.

@@ -43,6 +43,18 @@ impl ChunkRange {
     }
 }
 
+/// A blob whose bytes are stored and hashed but not yet visible (see
+/// [`Registry::stage_blob`]).
+#[derive(Debug)]
+pub(super) struct StagedBlob {
+    upload: Uuid,
+    part: PartInfo,
+    /// Digest of the bytes.
+    pub digest: Digest,
+    /// Number of bytes.
+    pub size: u64,
+}
+
 /// Hashes and counts bytes as they pass, stopping the stream past a size limit.
 struct Tap {
     hasher: Hasher,
@@ -88,7 +100,25 @@ impl Registry {
         already: u64,
         body: ByteStream,
     ) -> Result<(PartInfo, Hasher)> {
-        let (stream, state) = tap(body, hasher, already, self.limits.max_blob_bytes);
+        let limit = self.limits.max_blob_bytes;
+        self.write_part_limited(upload, number, hasher, already, body, limit, "blob")
+            .await
+    }
+
+    /// [`write_part`](Self::write_part) under a size limit of its own (0: none), named
+    /// `what` in the error.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_part_limited(
+        &self,
+        upload: Uuid,
+        number: u32,
+        hasher: Hasher,
+        already: u64,
+        body: ByteStream,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<(PartInfo, Hasher)> {
+        let (stream, state) = tap(body, hasher, already, limit);
         let written = self.blobs.put_part(upload, number, stream).await;
         let tap = Arc::try_unwrap(state)
             .ok()
@@ -96,10 +126,7 @@ impl Registry {
             .into_inner()
             .expect("tap lock");
         if tap.exceeded {
-            return Err(Error::TooLarge {
-                what: "blob",
-                limit: self.limits.max_blob_bytes,
-            });
+            return Err(Error::TooLarge { what, limit });
         }
         let part = written?;
         if part.size != tap.count {
@@ -163,6 +190,63 @@ impl Registry {
             self.discard(upload).await;
         }
         result
+    }
+
+    /// Streams `body` into a fresh upload area, hashing it with `algorithm`, without
+    /// making it visible: the variant of [`push_blob`](Self::push_blob) for callers that
+    /// learn the digest from the bytes. The caller then [`commit_staged`]s it into a
+    /// repository or [`discard_staged`]s it; on error nothing is left behind.
+    ///
+    /// [`commit_staged`]: Self::commit_staged
+    /// [`discard_staged`]: Self::discard_staged
+    pub(super) async fn stage_blob(
+        &self,
+        algorithm: Algorithm,
+        body: ByteStream,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<StagedBlob> {
+        let upload = Uuid::new_v4();
+        let written = self
+            .write_part_limited(upload, 0, algorithm.hasher(), 0, body, limit, what)
+            .await;
+        match written {
+            Ok((part, hasher)) => Ok(StagedBlob {
+                upload,
+                size: part.size,
+                part,
+                digest: hasher.finish(),
+            }),
+            Err(e) => {
+                self.discard(upload).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a staged blob durable under its digest and links it into `repo`.
+    pub(super) async fn commit_staged(&self, repo: &RepoName, staged: &StagedBlob) -> Result<()> {
+        let committed = self
+            .blobs
+            .commit(
+                staged.upload,
+                std::slice::from_ref(&staged.part),
+                &staged.digest,
+            )
+            .await;
+        if let Err(e) = committed {
+            self.discard(staged.upload).await;
+            return Err(e.into());
+        }
+        self.meta
+            .link_blob(repo, &staged.digest, staged.size)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops a staged blob's bytes.
+    pub(super) async fn discard_staged(&self, staged: &StagedBlob) {
+        self.discard(staged.upload).await;
     }
 
     /// Removes what a failed upload left in storage; failures are only logged.
