@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as PromRegistry;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::app::{AppState, RouteLabel};
 
@@ -157,7 +158,14 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
             f
         }))
     });
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
     let route = response
         .extensions()
         .get::<RouteLabel>()
@@ -171,10 +179,20 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
             status: response.status().as_u16(),
         })
         .inc();
+    let elapsed = start.elapsed();
     metrics
         .latency
         .get_or_create(&RouteLabels { route })
-        .observe(start.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    span.record("route", route);
+    span.record("status", response.status().as_u16());
+    span.in_scope(|| {
+        if response.status().is_server_error() {
+            tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, "request failed");
+        } else {
+            tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "request");
+        }
+    });
     let bytes_out = metrics.bytes_out.clone();
     response.map(|b| {
         Body::new(b.map_frame(move |f| {

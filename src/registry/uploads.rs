@@ -60,6 +60,7 @@ struct Tap {
     hasher: Hasher,
     count: u64,
     exceeded: bool,
+    mismatch: bool,
 }
 
 fn tap(
@@ -72,6 +73,7 @@ fn tap(
         hasher,
         count: 0,
         exceeded: false,
+        mismatch: false,
     }));
     let inner = state.clone();
     let stream = body
@@ -178,18 +180,46 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<u64> {
-        let upload = Uuid::new_v4();
-        let result = async {
-            let (part, hasher) = self
-                .write_part(upload, 0, digest.algorithm().hasher(), 0, body)
-                .await?;
-            self.seal(repo, upload, &[part], hasher, digest).await
+        let limit = self.limits.max_blob_bytes;
+        let (stream, state) = tap(body, digest.algorithm().hasher(), 0, limit);
+        // Verify at the end of the stream, before the store sees a clean end: a wrong
+        // digest then reaches the store as a body error and nothing becomes visible.
+        let expected = digest.clone();
+        let check = state.clone();
+        let verify = futures_util::stream::once(async move {
+            let mut t = check.lock().expect("tap lock");
+            if t.hasher.finish() == expected {
+                None
+            } else {
+                t.mismatch = true;
+                Some(Err(std::io::Error::other(
+                    "content does not match its digest",
+                )))
+            }
+        })
+        .filter_map(std::future::ready);
+        let written = self
+            .blobs
+            .put_blob(digest, stream.chain(verify).boxed())
+            .await;
+        {
+            let tap = state.lock().expect("tap lock");
+            if tap.exceeded {
+                return Err(Error::TooLarge {
+                    what: "blob",
+                    limit,
+                });
+            }
+            if tap.mismatch {
+                return Err(Error::DigestInvalid(format!(
+                    "content digest {} does not match {digest}",
+                    tap.hasher.finish()
+                )));
+            }
         }
-        .await;
-        if result.is_err() {
-            self.discard(upload).await;
-        }
-        result
+        let size = written?;
+        self.meta.link_blob(repo, digest, size).await?;
+        Ok(size)
     }
 
     /// Streams `body` into a fresh upload area, hashing it with `algorithm`, without

@@ -126,6 +126,27 @@ pub trait BlobStore: Send + Sync + 'static {
         body: ByteStream,
     ) -> Result<PartInfo, StorageError>;
 
+    /// Stores a whole blob from `body` under `digest` in one go. The caller's stream
+    /// verifies the content as it flows: when the bytes do not hash to `digest` it
+    /// ends with an error instead of a clean end, and the backend must then leave
+    /// nothing readable under the blob's key. Returns the bytes stored.
+    ///
+    /// The default writes one part of a fresh upload and commits it.
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<u64, StorageError> {
+        let upload = Uuid::new_v4();
+        let result = async {
+            let part = self.put_part(upload, 0, body).await?;
+            let size = part.size;
+            self.commit(upload, &[part], digest).await?;
+            Ok(size)
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.abort(upload).await;
+        }
+        result
+    }
+
     /// Joins `parts`, in order, into the blob `digest` and removes the upload's parts
     /// (no parts at all make the empty blob). The caller has already verified that the
     /// parts hash to `digest`. If the blob already exists the parts are simply removed;

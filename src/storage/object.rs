@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
 };
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey};
@@ -96,8 +98,61 @@ fn unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Size of the parts of a multipart write, and of the buffer below which an object
+/// goes up in one `PUT` instead (S3 wants parts of at least 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Largest object S3 copies server-side in one CopyObject.
+const MAX_COPY_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// Parts in flight at once per write: memory stays under `PART_SIZE` times this.
+const PARTS_IN_FLIGHT: usize = 2;
+
+impl ObjectBlobStore {
+    /// Streams `body` into the object `path`: one `PUT` when it is small, a multipart
+    /// upload otherwise, in bounded memory. The object appears only if the stream
+    /// ends cleanly; on any error the multipart upload is aborted.
+    async fn write_object(
+        &self,
+        path: &ObjectPath,
+        mut body: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let mut writer = BufWriter::with_capacity(self.store.clone(), path.clone(), PART_SIZE)
+            .with_max_concurrency(PARTS_IN_FLIGHT);
+        let mut size = 0u64;
+        while let Some(chunk) = body.next().await {
+            let failed = match chunk {
+                Ok(chunk) => {
+                    size += chunk.len() as u64;
+                    match writer.put(chunk).await {
+                        Ok(()) => continue,
+                        Err(e) => map_err(e),
+                    }
+                }
+                Err(e) => StorageError::Body(e),
+            };
+            // Abort, or an S3 multipart upload would linger (and be billed).
+            let _ = writer.abort().await;
+            return Err(failed);
+        }
+        // A failed completion cannot be aborted through BufWriter any more; the
+        // bucket's lifecycle rule for incomplete multipart uploads collects it.
+        writer.shutdown().await.map_err(|e| match e.get_ref() {
+            Some(inner) if unreachable(inner) => StorageError::Unavailable(e.to_string()),
+            _ => StorageError::Other(e.to_string()),
+        })?;
+        Ok(size)
+    }
+}
+
 #[async_trait]
 impl BlobStore for ObjectBlobStore {
+    async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<u64, StorageError> {
+        // Straight to the blob's key: completing the upload is what makes it visible,
+        // and the caller's stream fails before its end when the digest is wrong. No
+        // copy afterwards, so no 5 GiB CopyObject limit either.
+        self.write_object(&key(&StorageKey::Blob(digest.clone())), body)
+            .await
+    }
+
     async fn put_part(
         &self,
         upload: Uuid,
@@ -109,28 +164,7 @@ impl BlobStore for ObjectBlobStore {
             upload,
             id: id.clone(),
         });
-        let upload_handle = self.store.put_multipart(&path).await.map_err(map_err)?;
-        let mut writer = WriteMultipart::new(upload_handle);
-        let mut body = body;
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    size += chunk.len() as u64;
-                    if let Err(e) = writer.wait_for_capacity(4).await {
-                        // Abort, or an S3 multipart upload would linger (and be billed).
-                        let _ = writer.abort().await;
-                        return Err(map_err(e));
-                    }
-                    writer.put(chunk);
-                }
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(StorageError::Body(e));
-                }
-            }
-        }
-        writer.finish().await.map_err(map_err)?;
+        let size = self.write_object(&path, body).await?;
         Ok(PartInfo { id, size })
     }
 
@@ -160,7 +194,9 @@ impl BlobStore for ObjectBlobStore {
                         .await
                         .map_err(map_err)?;
                 }
-                [only] => {
+                // Server-side copy, which S3 allows up to 5 GiB; larger parts are
+                // streamed like several would be.
+                [only] if only.size <= MAX_COPY_BYTES => {
                     self.store
                         .copy(&part_key(only), &target)
                         .await
