@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, StorageBackend};
 use crate::metadata::{self, DynMetadataStore, PoolOptions};
 use crate::ops::{self, Metrics};
-use crate::registry::{Limits, Registry};
+use crate::registry::{Limits, PackSettings, Registry};
 use crate::storage::{DynBlobStore, FsBlobStore, ObjectBlobStore};
 
 /// Shared state of every handler.
@@ -80,7 +80,12 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         ..Limits::default()
     };
     Ok(AppState {
-        registry: Registry::new(blobs, meta, limits),
+        registry: Registry::new(blobs, meta, limits).with_pack_settings(PackSettings {
+            prefix: config.packs.repository_prefix.clone(),
+            max_content_bytes: config.packs.max_content_bytes,
+            default_page: config.packs.default_page_size,
+            max_page: config.packs.max_page_size,
+        }),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
     })
@@ -90,6 +95,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
 pub fn router(state: AppState) -> axum::Router {
     let metrics = state.metrics.clone();
     crate::oci::router()
+        .merge(crate::packs::router())
         .merge(ops::router())
         .with_state(state)
         .layer(middleware::from_fn_with_state(metrics, ops::track))

@@ -23,6 +23,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Upload sessions.
     pub uploads: UploadsConfig,
+    /// The `/packs` facade and the packs index.
+    pub packs: PacksConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -236,6 +238,32 @@ impl Default for UploadsConfig {
     }
 }
 
+/// `[packs]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacksConfig {
+    /// Repository prefix of packs: pack `x` is the repository `<prefix>x`. Manifests
+    /// pushed there through `/v2` are indexed too.
+    pub repository_prefix: String,
+    /// Largest pack content `POST /packs` accepts, in bytes (413 beyond); 0: no limit.
+    pub max_content_bytes: u64,
+    /// Page size of `GET /packs` when the client gives no `limit`.
+    pub default_page_size: u32,
+    /// Largest `limit` of `GET /packs`.
+    pub max_page_size: u32,
+}
+
+impl Default for PacksConfig {
+    fn default() -> Self {
+        PacksConfig {
+            repository_prefix: "packs/".into(),
+            max_content_bytes: 1024 * 1024 * 1024,
+            default_page_size: 100,
+            max_page_size: 1000,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -310,6 +338,21 @@ impl Config {
         }
         if self.uploads.expire_after_secs < 60 {
             return bad("uploads.expire_after_secs must be at least 60".into());
+        }
+        let prefix = &self.packs.repository_prefix;
+        if !prefix.is_empty()
+            && (!prefix.ends_with('/')
+                || crate::names::RepoName::parse(&format!("{prefix}x")).is_err())
+        {
+            return bad(format!(
+                "packs.repository_prefix {prefix:?} must be empty or repository name \
+                 components ending in '/' (like \"packs/\")"
+            ));
+        }
+        if self.packs.max_page_size == 0
+            || !(1..=self.packs.max_page_size).contains(&self.packs.default_page_size)
+        {
+            return bad("packs.default_page_size must be between 1 and packs.max_page_size".into());
         }
         if self.metadata.max_connections == 0 {
             return bad("metadata.max_connections must be at least 1".into());

@@ -2,7 +2,7 @@
 //! and bundle packs. See `ARCHITECTURE.md` for the map.
 //!
 //! Layers, dependencies pointing one way:
-//! `oci` (HTTP) → `registry` (domain) → `storage`, `metadata` (traits and backends).
+//! `oci`, `packs` (HTTP) → `registry` (domain) → `storage`, `metadata` (traits and backends).
 //! `ops` serves health and metrics; `app` wires it all once at start-up.
 
 #![warn(missing_docs)]
@@ -14,5 +14,6 @@ pub mod metadata;
 pub mod names;
 pub mod oci;
 pub mod ops;
+pub mod packs;
 pub mod registry;
 pub mod storage;

@@ -938,7 +938,7 @@ async fn publish(s: &dyn MetadataStore, id: &str, version: &str) -> PackVersionR
         &p.repository,
         &m,
         &refs(version),
-        &[p.tag.clone()],
+        std::slice::from_ref(&p.tag),
         &p,
         false,
     )
@@ -996,9 +996,16 @@ pub(crate) async fn packs_round_trip(s: &dyn MetadataStore) {
     let m2 = manifest("policy-a second");
     let mut p2 = pack_row("policy-a", "1.2.3+build.7", &m2, "b");
     p2.author = "someone".into();
-    s.put_pack_manifest(&p2.repository, &m2, &[], &[p2.tag.clone()], &p2, false)
-        .await
-        .unwrap();
+    s.put_pack_manifest(
+        &p2.repository,
+        &m2,
+        &[],
+        std::slice::from_ref(&p2.tag),
+        &p2,
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         s.get_pack_version("policy-a", "1.2.3+build.7")
             .await
@@ -1067,9 +1074,14 @@ pub(crate) async fn packs_follow_tags_and_manifests(s: &dyn MetadataStore) {
     assert_eq!(by_tag(s, &r, "1.0.0").await, Some(other.digest.clone()));
     // Re-tagging the same manifest keeps a row.
     let d = publish(s, "follow", "3.0.0").await;
-    s.put_manifest(&r, &manifest("follow@3.0.0"), &[], &[d.tag.clone()])
-        .await
-        .unwrap();
+    s.put_manifest(
+        &r,
+        &manifest("follow@3.0.0"),
+        &[],
+        std::slice::from_ref(&d.tag),
+    )
+    .await
+    .unwrap();
     assert_eq!(versions_of(s, "follow").await, ["3.0.0"]);
     // Deleting through the packs index removes the tag, keeps the manifest.
     assert!(s.delete_pack_version("follow", "3.0.0").await.unwrap());
@@ -1090,7 +1102,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let again = pack_row("once", "1.0.0", &m, "b");
     let r = &first.repository;
     let e = s
-        .put_pack_manifest(r, &m, &[], &[again.tag.clone()], &again, true)
+        .put_pack_manifest(r, &m, &[], std::slice::from_ref(&again.tag), &again, true)
         .await
         .unwrap_err();
     assert!(matches!(e, MetadataError::Conflict), "{e:?}");
@@ -1109,16 +1121,23 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let m2 = manifest("once 2");
     let v2 = pack_row("once", "2.0.0", &m2, "a");
     let e = s
-        .put_pack_manifest(r, &m2, &[], &[v2.tag.clone()], &v2, true)
+        .put_pack_manifest(r, &m2, &[], std::slice::from_ref(&v2.tag), &v2, true)
         .await
         .unwrap_err();
     assert!(matches!(e, MetadataError::Conflict), "{e:?}");
     assert_eq!(by_tag(s, r, "2.0.0").await, Some(plain.digest));
     // A new version is created.
     let v3 = pack_row("once", "3.0.0", &manifest("once 3"), "a");
-    s.put_pack_manifest(r, &manifest("once 3"), &[], &[v3.tag.clone()], &v3, true)
-        .await
-        .unwrap();
+    s.put_pack_manifest(
+        r,
+        &manifest("once 3"),
+        &[],
+        std::slice::from_ref(&v3.tag),
+        &v3,
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(versions_of(s, "once").await, ["3.0.0", "1.0.0"]);
 }
 
@@ -1159,9 +1178,16 @@ pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
             _ => format!("plain description {i}"),
         };
         p.search_text = crate::registry::packs::search_text(&id, &p.name, &p.description);
-        s.put_pack_manifest(&p.repository, &m, &[], &[p.tag.clone()], &p, false)
-            .await
-            .unwrap();
+        s.put_pack_manifest(
+            &p.repository,
+            &m,
+            &[],
+            std::slice::from_ref(&p.tag),
+            &p,
+            false,
+        )
+        .await
+        .unwrap();
         expected.push(id);
     }
     let none = PackFilter::default();

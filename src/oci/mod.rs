@@ -7,7 +7,7 @@
 mod blobs;
 pub mod error;
 mod manifests;
-mod params;
+pub(crate) mod params; // resolve_range is shared with packs/
 
 use axum::body::Body;
 use axum::extract::{Request, State};
