@@ -349,6 +349,48 @@ async fn republish_is_idempotent_or_conflicts(backend: Backend) {
     let tags = app.get("/v2/packs/idem/tags/list").await.json();
     assert_eq!(tags["tags"], json!(["1.0.0"]));
 
+    // The parts in the other order: the same publish, idempotent too.
+    let m_bytes = serde_json::to_vec(&m).unwrap();
+    let r = post_form(
+        &app,
+        multipart(&[
+            ("content", None, b"content one"),
+            ("manifest", None, &m_bytes),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = post_form(
+        &app,
+        multipart(&[
+            ("content", None, b"content three"),
+            ("manifest", None, &m_bytes),
+        ]),
+    )
+    .await;
+    api_error(&r, StatusCode::CONFLICT);
+    // Content first, new version: published, with a vendor media type from the part
+    // (the OPA bundle case of the design).
+    let opa = manifest("idem", "1.1.0", "task", json!({}));
+    let r = post_form(
+        &app,
+        multipart(&[
+            ("content", Some(OCI_LAYER), b"opa bundle"),
+            ("manifest", None, &serde_json::to_vec(&opa).unwrap()),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let got = app.get("/packs/idem/1.1.0").await;
+    assert_eq!(got.header("content-type"), Some(OCI_LAYER));
+    assert_eq!(got.body.as_ref(), b"opa bundle");
+    let oci = app.get("/v2/packs/idem/manifests/1.1.0").await.json();
+    assert_eq!(oci["layers"][0]["mediaType"], OCI_LAYER);
+    assert_eq!(
+        oci["layers"][0]["annotations"]["org.opencontainers.image.title"],
+        "idem-1.1.0.tar.gz"
+    );
+
     // A tag taken through /v2 by something that is not this pack.
     app.push_image("packs/taken", "1.0.0", b"an image layer")
         .await;
@@ -427,7 +469,9 @@ async fn validation_errors_store_nothing(backend: Backend) {
     let ok = serde_json::to_vec(&manifest("p", "1.0.0", "policy", json!({}))).unwrap();
     let bad_requests: Vec<Vec<u8>> = vec![
         multipart(&[("manifest", None, b"{not json"), ("content", None, b"x")]),
-        multipart(&[("content", None, b"x"), ("manifest", None, &ok)]),
+        multipart(&[("manifest", None, &ok), ("manifest", None, &ok)]),
+        multipart(&[("content", None, b"x"), ("content", None, b"y")]),
+        multipart(&[("content", None, b"x")]),
         multipart(&[("manifest", None, &ok)]),
         multipart(&[("manifest", None, &ok), ("other", None, b"x")]),
         multipart(&[]),
@@ -575,11 +619,13 @@ async fn requirements_resolve_to_the_newest_match(backend: Backend) {
     let (code, _) = api_error(&app.get("/packs/req/%5E3").await, StatusCode::NOT_FOUND);
     assert_eq!(code, "NOT_FOUND");
     api_error(&app.get("/packs/req/%5E4").await, StatusCode::NOT_FOUND);
-    let (code, _) = api_error(
+    // Text that is neither a version nor a requirement names nothing.
+    let (code, message) = api_error(
         &app.get("/packs/req/not-a-version").await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
     );
-    assert_eq!(code, "BAD_REQUEST");
+    assert_eq!(code, "NOT_FOUND");
+    assert!(message.contains("neither"), "{message}");
     api_error(&app.get("/packs/unknown/%5E1").await, StatusCode::NOT_FOUND);
 }
 

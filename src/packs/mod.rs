@@ -25,6 +25,7 @@ use utoipa::OpenApi;
 use crate::app::{AppState, RouteLabel};
 use crate::metadata::PackFilter;
 use crate::registry::PackType;
+use crate::registry::packs::PackContent;
 use crate::storage::ByteStream;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
 use types::*;
@@ -384,8 +385,8 @@ async fn delete(State(state): State<AppState>, path: Result<Segments, ApiError>)
     tag = "packs",
     summary = "Publish a pack",
     description = "`multipart/form-data` with a `manifest` part (the pack manifest JSON) \
-                   followed by a `content` part (streamed, any size up to the configured \
-                   limit). Stores the content, the pack manifest as config and an OCI \
+                   and a `content` part (streamed, any size up to the configured limit; \
+                   put the manifest first to have it checked before the content is sent). Stores the content, the pack manifest as config and an OCI \
                    manifest in `<prefix><packId>` under the tag `<version>`, indexed, \
                    atomically. The same version with the same content and fields again is \
                    200; with anything different, 409.",
@@ -418,6 +419,21 @@ fn multipart_error(e: multer::Error) -> ApiError {
     }
 }
 
+/// The layer media type a content part asks for: its own `Content-Type` when that is
+/// a vendor type (`application/vnd.*`), else the default pack content type.
+fn content_media_type(field: &multer::Field<'_>) -> Option<String> {
+    field
+        .content_type()
+        .map(|m| m.essence_str().to_owned())
+        .filter(|m| m.starts_with("application/vnd."))
+}
+
+async fn discard(state: &AppState, staged: Option<(PackContent, Option<String>)>) {
+    if let Some((content, _)) = staged {
+        state.registry.discard_pack_content(content).await;
+    }
+}
+
 async fn publish_inner(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let content_type = request
         .headers()
@@ -441,38 +457,72 @@ async fn publish_inner(state: &AppState, request: Request) -> Result<Response, A
     let body = request.into_body().into_data_stream();
     let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
 
-    let first = form
-        .next_field()
-        .await
-        .map_err(multipart_error)?
-        .ok_or_else(|| ApiError::bad_request("the manifest part is missing"))?;
-    if first.name() != Some("manifest") {
-        return Err(ApiError::bad_request(format!(
-            "the first part must be manifest, not {:?}",
-            first.name().unwrap_or_default()
-        )));
-    }
-    let manifest = first.bytes().await.map_err(multipart_error)?;
-    let content = form
-        .next_field()
-        .await
-        .map_err(multipart_error)?
-        .ok_or_else(|| ApiError::bad_request("the content part is missing"))?;
-    if content.name() != Some("content") {
-        return Err(ApiError::bad_request(format!(
-            "the part after manifest must be content, not {:?}",
-            content.name().unwrap_or_default()
-        )));
-    }
-    let media_type = content
-        .content_type()
-        .map(|m| m.essence_str().to_owned())
-        .filter(|m| m.starts_with("application/vnd."));
-    let stream: ByteStream = content.map_err(std::io::Error::other).boxed();
-    let published = state
-        .registry
-        .publish_pack(&manifest, stream, media_type.as_deref())
-        .await?;
+    // Parts in either order: a manifest first is checked before any content is read
+    // (fail fast); content first is staged, then published once the manifest arrives.
+    let mut manifest: Option<bytes::Bytes> = None;
+    let mut staged: Option<(PackContent, Option<String>)> = None;
+    let published = loop {
+        let field = match form.next_field().await {
+            Ok(f) => f,
+            Err(e) => {
+                discard(state, staged.take()).await;
+                return Err(multipart_error(e));
+            }
+        };
+        let Some(field) = field else {
+            discard(state, staged.take()).await;
+            let missing = if manifest.is_none() {
+                "manifest"
+            } else {
+                "content"
+            };
+            return Err(ApiError::bad_request(format!(
+                "the {missing} part is missing"
+            )));
+        };
+        match field.name() {
+            Some("manifest") if manifest.is_none() => {
+                let bytes = match field.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        discard(state, staged.take()).await;
+                        return Err(multipart_error(e));
+                    }
+                };
+                if let Some((content, media_type)) = staged.take() {
+                    break state
+                        .registry
+                        .publish_staged_pack(&bytes, content, media_type.as_deref())
+                        .await?;
+                }
+                state.registry.check_pack_manifest(&bytes).await?;
+                manifest = Some(bytes);
+            }
+            Some("content") if staged.is_none() => {
+                let media_type = content_media_type(&field);
+                let stream: ByteStream = field.map_err(std::io::Error::other).boxed();
+                match &manifest {
+                    Some(m) => {
+                        break state
+                            .registry
+                            .publish_pack(m, stream, media_type.as_deref())
+                            .await?;
+                    }
+                    None => {
+                        let content = state.registry.stage_pack_content(stream).await?;
+                        staged = Some((content, media_type));
+                    }
+                }
+            }
+            other => {
+                discard(state, staged.take()).await;
+                return Err(ApiError::bad_request(format!(
+                    "unexpected part {:?}: the form has one manifest and one content part",
+                    other.unwrap_or_default()
+                )));
+            }
+        }
+    };
     let record = published.record;
     let status = if published.created {
         StatusCode::CREATED

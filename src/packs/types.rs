@@ -269,8 +269,9 @@ pub struct PackManifestInput {
     pub metadata: Option<Map<String, Value>>,
 }
 
-/// The multipart form of `POST /packs`: `manifest` first, then `content`.
-#[derive(Debug, ToSchema)]
+/// The multipart form of `POST /packs`: `manifest` (best first) and `content`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)] // no other parts (additionalProperties: false)
 #[allow(dead_code)] // documentation only: the body is parsed as a stream
 pub struct PublishForm {
     /// The pack manifest, as JSON.

@@ -186,6 +186,17 @@ impl ValidPack {
     }
 }
 
+/// Pack content streamed, hashed and stored in a staging area, not yet visible.
+#[derive(Debug)]
+pub struct PackContent(super::uploads::StagedBlob);
+
+impl PackContent {
+    /// Digest of the content.
+    pub fn digest(&self) -> &Digest {
+        &self.0.digest
+    }
+}
+
 /// What a publish did.
 #[derive(Debug, Clone)]
 pub struct PublishedPack {
@@ -679,6 +690,49 @@ impl Registry {
     // -----------------------------------------------------------------------------
     // Publishing
 
+    /// Checks a pack manifest before its content is sent: its rules, that the pack
+    /// keeps its type, and that its dependencies and members resolve without a cycle.
+    pub async fn check_pack_manifest(&self, manifest_json: &[u8]) -> Result<()> {
+        self.checked_pack(manifest_json).await.map(|_| ())
+    }
+
+    async fn checked_pack(&self, manifest_json: &[u8]) -> Result<(ValidPack, RepoName)> {
+        let pack = validate_manifest(manifest_json)?;
+        let repo = self.pack_repo(&pack.manifest.pack_id)?;
+        if let Some(existing) = self.meta.get_pack(&pack.manifest.pack_id).await?
+            && existing.pack_type != pack.pack_type.as_str()
+        {
+            return Err(Error::PackConflict(format!(
+                "pack {} is a {} pack, not a {}",
+                existing.pack_id,
+                existing.pack_type,
+                pack.pack_type.as_str()
+            )));
+        }
+        self.check_dependencies(&pack).await?;
+        Ok((pack, repo))
+    }
+
+    /// Streams pack content into a staging area, hashing it, up to the configured
+    /// limit ([`Error::TooLarge`] beyond, leaving nothing). Nothing is visible until
+    /// [`publish_staged_pack`](Self::publish_staged_pack).
+    pub async fn stage_pack_content(&self, content: ByteStream) -> Result<PackContent> {
+        let staged = self
+            .stage_blob(
+                Algorithm::Sha256,
+                content,
+                self.packs.max_content_bytes,
+                "pack content",
+            )
+            .await?;
+        Ok(PackContent(staged))
+    }
+
+    /// Drops staged content that will not be published.
+    pub async fn discard_pack_content(&self, content: PackContent) {
+        self.discard_staged(&content.0).await;
+    }
+
     /// Publishes a pack: checks the pack manifest (`manifest_json`) and its
     /// dependencies, streams `content` (hashing it, up to the configured limit), and
     /// stores the content blob, the config blob and the OCI manifest in
@@ -693,30 +747,43 @@ impl Registry {
         content: ByteStream,
         content_media_type: Option<&str>,
     ) -> Result<PublishedPack> {
-        let pack = validate_manifest(manifest_json)?;
-        let repo = self.pack_repo(&pack.manifest.pack_id)?;
-        if let Some(existing) = self.meta.get_pack(&pack.manifest.pack_id).await?
-            && existing.pack_type != pack.pack_type.as_str()
-        {
-            return Err(Error::PackConflict(format!(
-                "pack {} is a {} pack, not a {}",
-                existing.pack_id,
-                existing.pack_type,
-                pack.pack_type.as_str()
-            )));
-        }
-        self.check_dependencies(&pack).await?;
+        let (pack, repo) = self.checked_pack(manifest_json).await?;
+        let content = self.stage_pack_content(content).await?;
+        self.publish_checked(&pack, &repo, content, content_media_type)
+            .await
+    }
 
-        let staged = self
-            .stage_blob(
-                Algorithm::Sha256,
-                content,
-                self.packs.max_content_bytes,
-                "pack content",
-            )
-            .await?;
+    /// [`publish_pack`](Self::publish_pack) with content staged beforehand (a form
+    /// whose content part comes before its manifest). The content is consumed: published
+    /// or discarded.
+    pub async fn publish_staged_pack(
+        &self,
+        manifest_json: &[u8],
+        content: PackContent,
+        content_media_type: Option<&str>,
+    ) -> Result<PublishedPack> {
+        match self.checked_pack(manifest_json).await {
+            Ok((pack, repo)) => {
+                self.publish_checked(&pack, &repo, content, content_media_type)
+                    .await
+            }
+            Err(e) => {
+                self.discard_pack_content(content).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn publish_checked(
+        &self,
+        pack: &ValidPack,
+        repo: &RepoName,
+        content: PackContent,
+        content_media_type: Option<&str>,
+    ) -> Result<PublishedPack> {
+        let staged = content.0;
         let outcome = self
-            .publish_staged(&pack, &repo, &staged, content_media_type)
+            .publish_staged(pack, repo, &staged, content_media_type)
             .await;
         if !matches!(outcome, Ok(PublishedPack { created: true, .. })) {
             // Committed blobs were moved out of the staging area; this removes the rest.
@@ -975,11 +1042,8 @@ impl Registry {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page<PackSummaryRecord>> {
-        if let Some(c) = cursor
-            && !valid_pack_id(c)
-        {
-            return Err(Error::PackMalformed(format!("cursor {c:?} is not valid")));
-        }
+        // The cursor is the last id of the previous page: any text is a position.
+        let cursor = cursor.filter(|c| !c.is_empty());
         let n = limit
             .unwrap_or(self.packs.default_page)
             .clamp(1, self.packs.max_page);
@@ -1020,7 +1084,8 @@ impl Registry {
     }
 
     /// The version `spec` names: an exact version (`_` may stand for `+`), or a semver
-    /// requirement (`^2`, `~2.1`) resolved to the newest matching version.
+    /// requirement (`^2`, `~2.1`) resolved to the newest matching version. Text that is
+    /// neither is [`Error::PackUnknown`], as is a spec nothing matches.
     pub async fn resolve_pack_version(
         &self,
         pack_id: &str,
@@ -1037,9 +1102,10 @@ impl Registry {
                 .await?
                 .ok_or_else(unknown);
         }
+        // Text that is neither names no version: not found, like any other.
         let req = semver::VersionReq::parse(spec).map_err(|e| {
-            Error::PackMalformed(format!(
-                "{spec:?} is neither a semver version nor a requirement: {e}"
+            Error::PackUnknown(format!(
+                "{spec:?} is neither a version of {pack_id} nor a semver requirement: {e}"
             ))
         })?;
         self.meta
