@@ -347,6 +347,23 @@ if [ "$oras_fail" -gt 0 ] || [ "$oras_rc" -ne 0 ]; then
   fi
 fi
 
+# >>> packs: the /packs facade with oras-py (packs_oras_check.py)
+echo "== oras + /packs (POST /packs pulled with oras, oras push listed by /packs)"
+set +e
+timeout "${CLIENTS_ORAS_TIMEOUT:-600}" "$PY" "$HERE/packs_oras_check.py" "$REG" "$WORK/oras-packs" \
+  2>"$WORK/logs/oras-packs.stderr" | tee "$WORK/logs/oras-packs.out"
+packs_rc=${PIPESTATUS[0]}
+set -e
+PASSED=$((PASSED + $(grep -c '^PASS ' "$WORK/logs/oras-packs.out" || true)))
+packs_fail="$(grep -c '^FAIL ' "$WORK/logs/oras-packs.out" || true)"
+FAILED=$((FAILED + packs_fail))
+if [ "$packs_rc" -ne 0 ] && [ "$packs_fail" -eq 0 ]; then
+  fail "oras packs: packs_oras_check.py exited $packs_rc without reporting a failure" "$WORK/logs/oras-packs.stderr"
+elif [ "$packs_fail" -gt 0 ]; then
+  tail -n 40 "$WORK/logs/oras-packs.stderr" | sed 's/^/      | /'
+fi
+# <<< packs
+
 # ---------------------------------------------------------------------------------------
 if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
   fail "server: still running after all checks" "$WORK/server.log"
