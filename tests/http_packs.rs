@@ -699,9 +699,8 @@ async fn list_pages_filters_and_search(backend: Backend) {
     assert_eq!(listed(&app, "q=scanner").await, pick(&[7]));
     assert_eq!(listed(&app, "q=Leaked").await, pick(&[4]));
     assert_eq!(listed(&app, "q=pack-1").await, pick(&[10, 11]));
-    assert_eq!(listed(&app, "q=11").await, pick(&[11]));
+    assert_eq!(listed(&app, "q=-11").await, pick(&[11]));
     assert_eq!(listed(&app, "q=nothing-like-this").await, pick(&[]));
-    assert_eq!(listed(&app, "q=").await, ids, "an empty q filters nothing");
     let summary = &app.get("/packs?q=scanner").await.json()["packs"][0];
     assert_eq!(
         summary.as_object().unwrap().keys().collect::<Vec<_>>(),
@@ -717,6 +716,9 @@ async fn list_pages_filters_and_search(backend: Backend) {
         ]
     );
     for bad in [
+        "q=ab",
+        "q=",
+        "q=%C3%A9%C3%A9",
         "type=image",
         "type=",
         "limit=0",

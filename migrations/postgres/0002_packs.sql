@@ -1,8 +1,8 @@
 -- The packs index behind /packs, PostgreSQL dialect. Keep in step with migrations/sqlite
 -- (which explains the tables). Differences: `q` uses a pg_trgm GIN index on
 -- packs.search_text when the extension can be created (else it scans), and the packs
--- row is refreshed by a plpgsql trigger under a per-pack advisory lock, so concurrent
--- publishes of one pack cannot leave a stale latest version.
+-- row is refreshed by a plpgsql trigger under a per-pack advisory lock (hashed into
+-- 1024 buckets), so concurrent writes to one pack cannot leave a stale latest version.
 
 CREATE TABLE pack_versions (
     pack_id             TEXT COLLATE "C" NOT NULL,
@@ -63,7 +63,9 @@ END $$;
 
 CREATE FUNCTION packs_refresh(p TEXT) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('packs:' || p));
+    -- One of 1024 locks per pack id (class 7243 = packs), so that a transaction
+    -- touching many packs (a bulk import) holds a bounded number of locks.
+    PERFORM pg_advisory_xact_lock(7243, mod(hashtext(p), 1024));
     IF NOT EXISTS (SELECT 1 FROM pack_versions WHERE pack_id = p) THEN
         DELETE FROM packs WHERE pack_id = p;
         RETURN;

@@ -440,7 +440,7 @@ impl PackIndex for PostgresStore {
         let mut tx = self.pool.begin().await?;
         // Publishes of one pack are serialized (the same lock the packs trigger takes),
         // so the checks below hold until commit.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('packs:' || $1))")
+        sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
             .bind(&p.pack_id)
             .execute(&mut *tx)
             .await?;

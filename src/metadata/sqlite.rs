@@ -440,6 +440,10 @@ fn pack_summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PackSummaryRec
     })
 }
 
+/// Above this many rows matching `q`, a listing walks the id index instead of sorting
+/// the full-text matches (see `list_packs`).
+const FTS_SORT_LIMIT: i64 = 2000;
+
 /// An FTS5 phrase matching `text` as a substring (trigram tokenizer): the text in
 /// double quotes, inner quotes doubled.
 fn fts_phrase(text: &str) -> String {
@@ -530,9 +534,26 @@ impl PackIndex for SqliteStore {
         if filter.author.is_some() {
             sql.push_str(" AND author = ?");
         }
-        // The trigram index needs three characters; shorter text is looked for by a scan.
+        // `q`: the FTS5 trigram index finds the rows holding the text, which are then
+        // sorted by id: fast while they are few. When they are many (a common word),
+        // walking the id index and testing each row finds a page sooner, so the index
+        // is asked first how many rows match, up to a bound. The trigram index needs
+        // three characters; shorter text is always looked for by the walk.
         let q = filter.q.as_deref().filter(|q| !q.is_empty());
-        let indexed_q = q.filter(|q| q.chars().count() >= 3);
+        let mut indexed_q = q.filter(|q| q.chars().count() >= 3);
+        if let Some(text) = indexed_q {
+            let matches: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM
+                    (SELECT 1 FROM packs_search WHERE packs_search MATCH ? LIMIT ?)",
+            )
+            .bind(fts_phrase(text))
+            .bind(FTS_SORT_LIMIT + 1)
+            .fetch_one(&self.reader)
+            .await?;
+            if matches > FTS_SORT_LIMIT {
+                indexed_q = None;
+            }
+        }
         match (q, indexed_q) {
             (_, Some(_)) => sql
                 .push_str(" AND id IN (SELECT rowid FROM packs_search WHERE packs_search MATCH ?)"),

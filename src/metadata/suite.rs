@@ -1141,6 +1141,29 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     assert_eq!(versions_of(s, "once").await, ["3.0.0", "1.0.0"]);
 }
 
+/// Versions of one pack indexed concurrently all land, and the summary names the
+/// highest of them: no writer computes "latest" from a stale view.
+pub(crate) async fn packs_concurrent_versions(s: &dyn MetadataStore) {
+    let versions: Vec<String> = (0..8).map(|i| format!("1.{i}.0")).collect();
+    let writes = versions.iter().map(|v| publish(s, "racy", v));
+    futures_util::future::join_all(writes).await;
+    let summary = s.get_pack("racy").await.unwrap().expect("summary");
+    assert_eq!(summary.latest_version, "1.7.0");
+    assert_eq!(summary.versions, 8);
+    // And deletes racing each other.
+    let deletes = versions[4..]
+        .iter()
+        .map(|v| s.delete_pack_version("racy", v));
+    for d in futures_util::future::join_all(deletes).await {
+        assert!(d.unwrap());
+    }
+    let summary = s.get_pack("racy").await.unwrap().expect("summary");
+    assert_eq!(
+        (summary.latest_version.as_str(), summary.versions),
+        ("1.3.0", 4)
+    );
+}
+
 async fn all_packs(s: &dyn MetadataStore, filter: &PackFilter, n: u32) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     loop {
@@ -1279,7 +1302,7 @@ macro_rules! metadata_suite {
             missing_blobs_and_manifests, upload_sessions, concurrent_upload_updates,
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
-            packs_create_only, packs_list_filter_and_search);
+            packs_create_only, packs_list_filter_and_search, packs_concurrent_versions);
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(

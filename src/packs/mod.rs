@@ -91,7 +91,7 @@ fn query_params(uri: &Uri) -> Vec<(String, String)> {
     params(
         ("type" = Option<PackTypeDoc>, Query, description = "Only packs of this type"),
         ("author" = Option<String>, Query, description = "Only packs by this author (exact)"),
-        ("q" = Option<String>, Query, description = "Case-insensitive text that must occur in the id, name or description"),
+        ("q" = Option<String>, Query, min_length = 3, description = "Case-insensitive text that must occur in the id, name or description (at least 3 characters)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
         ("cursor" = Option<String>, Query, description = "The `next` of the previous page"),
     ),
@@ -120,7 +120,7 @@ async fn list_inner(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
                 filter.pack_type = Some(t.as_str().to_owned());
             }
             "author" => filter.author = Some(value),
-            "q" => filter.q = Some(value).filter(|q| !q.is_empty()),
+            "q" => filter.q = Some(value),
             "limit" => {
                 let n = value
                     .parse::<u32>()

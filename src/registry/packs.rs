@@ -34,6 +34,8 @@ pub const PACK_CONTENT: &str = "application/vnd.stellaops.pack.content.v1.tar+gz
 pub const MAX_PACK_ID: usize = 63;
 /// Largest pack config blob read back when indexing a push.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Shortest search text `list_packs` accepts.
+pub const MIN_QUERY_CHARS: usize = 3;
 /// Most packs a dependency check visits.
 const MAX_DEPENDENCY_NODES: usize = 1000;
 
@@ -1047,6 +1049,15 @@ impl Registry {
         let n = limit
             .unwrap_or(self.packs.default_page)
             .clamp(1, self.packs.max_page);
+        // Substring search is served by trigram indexes (SQLite FTS5, PostgreSQL
+        // pg_trgm), which need three characters: shorter text could only be a scan.
+        if let Some(q) = &filter.q
+            && q.chars().count() < MIN_QUERY_CHARS
+        {
+            return Err(Error::PackMalformed(format!(
+                "q {q:?} is too short: search text needs at least {MIN_QUERY_CHARS} characters"
+            )));
+        }
         let filter = PackFilter {
             q: filter.q.as_ref().map(|q| q.to_lowercase()),
             ..filter.clone()
