@@ -258,7 +258,12 @@ async fn measure(label: &str, config: Config) {
     for (name, uris) in cases {
         timings.push(time_query(&router, &name, &uris).await);
     }
-    println!("\n{label}: {n} packs, {rounds} requests per query, in process through the router");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\n{label}: {n} packs, {rounds} requests per query, in process through the router \
+         (load average {})",
+        load.split(' ').take(3).collect::<Vec<_>>().join(" ")
+    );
     println!(
         "{:<40} {:>9} {:>9} {:>9} {:>9}",
         "query", "p50 ms", "p99 ms", "max ms", "items"
