@@ -164,6 +164,7 @@ async fn list_inner(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
     responses(
         (status = 200, description = "The pack", body = PackResponse),
         (status = 404, description = "No such pack", body = ErrorEnvelope),
+        (status = 400, description = "A malformed path", body = ErrorEnvelope),
     )
 )]
 async fn get_pack(State(state): State<AppState>, path: Result<Segments, ApiError>) -> Response {
@@ -192,6 +193,7 @@ async fn get_pack(State(state): State<AppState>, path: Result<Segments, ApiError
     responses(
         (status = 200, description = "The versions", body = VersionList),
         (status = 404, description = "No such pack", body = ErrorEnvelope),
+        (status = 400, description = "A malformed path", body = ErrorEnvelope),
     )
 )]
 async fn versions(State(state): State<AppState>, path: Result<Segments, ApiError>) -> Response {
@@ -264,8 +266,8 @@ fn base64(bytes: &[u8]) -> String {
                 ("Pack-Version" = String, description = "The version served (useful with a requirement)"),
             )),
         (status = 206, description = "The requested byte range", content(("*/*"))),
-        (status = 400, description = "Neither a version nor a requirement", body = ErrorEnvelope),
-        (status = 404, description = "No such pack, or no version matches", body = ErrorEnvelope),
+        (status = 400, description = "A malformed path", body = ErrorEnvelope),
+        (status = 404, description = "No such pack, or no version matches (text that is neither a version nor a requirement matches none)", body = ErrorEnvelope),
         (status = 416, description = "The range lies outside the content", body = ErrorEnvelope),
     )
 )]
@@ -357,6 +359,7 @@ async fn content_inner(
     responses(
         (status = 200, description = "Deleted", body = Deleted),
         (status = 404, description = "No such version", body = Deleted),
+        (status = 400, description = "A malformed path", body = ErrorEnvelope),
     )
 )]
 async fn delete(State(state): State<AppState>, path: Result<Segments, ApiError>) -> Response {
