@@ -6,13 +6,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+    GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
+    WriteMultipart,
 };
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey};
@@ -109,36 +109,65 @@ const PARTS_IN_FLIGHT: usize = 2;
 impl ObjectBlobStore {
     /// Streams `body` into the object `path`: one `PUT` when it is small, a multipart
     /// upload otherwise, in bounded memory. The object appears only if the stream
-    /// ends cleanly; on any error the multipart upload is aborted.
+    /// ends cleanly; on any error the multipart upload is aborted. With
+    /// `create_only`, a small object that already exists is left as it is (the
+    /// `PUT` is conditional), which is right for content-addressed keys.
     async fn write_object(
         &self,
         path: &ObjectPath,
         mut body: ByteStream,
+        create_only: bool,
     ) -> Result<u64, StorageError> {
-        let mut writer = BufWriter::with_capacity(self.store.clone(), path.clone(), PART_SIZE)
-            .with_max_concurrency(PARTS_IN_FLIGHT);
         let mut size = 0u64;
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut head_len = 0usize;
+        while head_len < PART_SIZE {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    size += chunk.len() as u64;
+                    head_len += chunk.len();
+                    head.push(chunk);
+                }
+                Some(Err(e)) => return Err(StorageError::Body(e)),
+                None => {
+                    let mode = if create_only {
+                        PutMode::Create
+                    } else {
+                        PutMode::Overwrite
+                    };
+                    let payload: PutPayload = head.into_iter().collect();
+                    return match self.store.put_opts(path, payload, mode.into()).await {
+                        Ok(_) => Ok(size),
+                        Err(object_store::Error::AlreadyExists { .. }) if create_only => Ok(size),
+                        Err(e) => Err(map_err(e)),
+                    };
+                }
+            }
+        }
+        let upload = self.store.put_multipart(path).await.map_err(map_err)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for chunk in head {
+            writer.put(chunk);
+        }
         while let Some(chunk) = body.next().await {
             let failed = match chunk {
-                Ok(chunk) => {
-                    size += chunk.len() as u64;
-                    match writer.put(chunk).await {
-                        Ok(()) => continue,
-                        Err(e) => map_err(e),
+                Ok(chunk) => match writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    Ok(()) => {
+                        size += chunk.len() as u64;
+                        writer.put(chunk);
+                        continue;
                     }
-                }
+                    Err(e) => map_err(e),
+                },
                 Err(e) => StorageError::Body(e),
             };
             // Abort, or an S3 multipart upload would linger (and be billed).
             let _ = writer.abort().await;
             return Err(failed);
         }
-        // A failed completion cannot be aborted through BufWriter any more; the
-        // bucket's lifecycle rule for incomplete multipart uploads collects it.
-        writer.shutdown().await.map_err(|e| match e.get_ref() {
-            Some(inner) if unreachable(inner) => StorageError::Unavailable(e.to_string()),
-            _ => StorageError::Other(e.to_string()),
-        })?;
+        // A completion that fails cannot be aborted any more; the bucket's lifecycle
+        // rule for incomplete multipart uploads collects it.
+        writer.finish().await.map_err(map_err)?;
         Ok(size)
     }
 }
@@ -149,8 +178,17 @@ impl BlobStore for ObjectBlobStore {
         // Straight to the blob's key: completing the upload is what makes it visible,
         // and the caller's stream fails before its end when the digest is wrong. No
         // copy afterwards, so no 5 GiB CopyObject limit either.
-        self.write_object(&key(&StorageKey::Blob(digest.clone())), body)
-            .await
+        let path = key(&StorageKey::Blob(digest.clone()));
+        if self.stat(digest).await?.is_some() {
+            // Already stored: take (and so verify) the bytes, write nothing.
+            let mut body = body;
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                size += chunk.map_err(StorageError::Body)?.len() as u64;
+            }
+            return Ok(size);
+        }
+        self.write_object(&path, body, true).await
     }
 
     async fn put_part(
@@ -164,7 +202,7 @@ impl BlobStore for ObjectBlobStore {
             upload,
             id: id.clone(),
         });
-        let size = self.write_object(&path, body).await?;
+        let size = self.write_object(&path, body, false).await?;
         Ok(PartInfo { id, size })
     }
 
