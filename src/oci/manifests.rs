@@ -163,8 +163,17 @@ pub async fn tags(state: &AppState, repo: &RepoName, query: &Query) -> Result<Re
         .unwrap_or(state.registry.limits().max_page)
         .min(state.registry.limits().max_page);
     let last = page.items.last().cloned();
-    let mut response =
-        axum::Json(json!({ "name": repo.as_str(), "tags": page.items })).into_response();
+    // Serialized straight from the page (a `json!` value would copy every tag first).
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let mut response = axum::Json(TagList {
+        name: repo.as_str(),
+        tags: &page.items,
+    })
+    .into_response();
     if page.more
         && let Some(last) = last
     {
@@ -187,7 +196,14 @@ pub async fn catalog(state: &AppState, query: &Query) -> Result<Response, OciErr
         .unwrap_or(state.registry.limits().max_page)
         .min(state.registry.limits().max_page);
     let last = page.items.last().cloned();
-    let mut response = axum::Json(json!({ "repositories": page.items })).into_response();
+    #[derive(serde::Serialize)]
+    struct Catalog<'a> {
+        repositories: &'a [String],
+    }
+    let mut response = axum::Json(Catalog {
+        repositories: &page.items,
+    })
+    .into_response();
     if page.more
         && let Some(last) = last
     {
