@@ -8,7 +8,11 @@ use common::*;
 use insta::{allow_duplicates, assert_json_snapshot};
 use serde_json::json;
 
-crate::on_both_backends!(every_manifest_type_round_trips, delete_semantics);
+crate::on_both_backends!(
+    every_manifest_type_round_trips,
+    delete_semantics,
+    nul_characters_are_refused_not_failed
+);
 
 /// Bytes laid out the way no serializer would, so that any re-encoding shows.
 fn odd_layout(value: &serde_json::Value) -> Vec<u8> {
@@ -965,5 +969,36 @@ async fn names_made_of_path_words() {
         assert_eq!(r.json(), json!({ "name": name, "tags": ["list"] }));
         let r = app.get(format!("/v2/{name}/referrers/{digest}")).await;
         assert_eq!(r.status, StatusCode::OK, "{name}");
+    }
+}
+
+/// NUL cannot be stored in PostgreSQL text: a manifest whose media types carry one is
+/// invalid, and listing positions or filters carrying one are never a 500.
+async fn nul_characters_are_refused_not_failed(backend: Backend) {
+    let app = TestApp::with_backend(backend).await;
+    let config = app.push_blob("packs/nul", b"{}").await;
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/x-bad\u{0}type",
+        "config": { "mediaType": OCI_EMPTY, "digest": config, "size": 2 },
+        "layers": [],
+    }))
+    .unwrap();
+    let r = app
+        .put_manifest("packs/nul", "v1", Some(OCI_MANIFEST), &body)
+        .await;
+    assert_eq!(
+        r.error(StatusCode::BAD_REQUEST)["errors"][0]["code"],
+        "MANIFEST_INVALID"
+    );
+    app.push_image("packs/nul", "v2", b"layer").await;
+    for uri in [
+        "/v2/packs/nul/tags/list?last=a%00",
+        "/v2/_catalog?last=a%00",
+        "/v2/packs/nul/referrers/sha256:0000000000000000000000000000000000000000000000000000000000000000?artifactType=a%00b",
+    ] {
+        let r = app.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
     }
 }

@@ -24,6 +24,7 @@ crate::on_both_backends!(
     malformed_v2_packs_are_stored_not_indexed,
     delete_removes_tag_and_row,
     openapi_document,
+    nul_characters_are_refused_not_failed,
 );
 
 const PACK_CONFIG: &str = "application/vnd.stellaops.pack.config.v1+json";
@@ -1010,4 +1011,31 @@ async fn openapi_document(backend: Backend) {
     // Methods a route does not have: 405.
     let r = app.req(Method::PUT, "/packs").send().await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// NUL cannot be stored in PostgreSQL text: input carrying one is refused or matches
+/// nothing, on every backend alike, and is never a 500.
+async fn nul_characters_are_refused_not_failed(backend: Backend) {
+    let app = TestApp::with_backend(backend).await;
+    let mut m = manifest("nul-free", "1.0.0", "policy", json!({}));
+    m["description"] = json!("before\u{0}after");
+    let (code, message) = api_error(
+        &publish(&app, &m, b"content").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(code, "INVALID_PACK");
+    assert!(message.contains("NUL"), "{message}");
+    assert_eq!(
+        app.get("/packs/nul-free").await.status,
+        StatusCode::NOT_FOUND
+    );
+    for uri in [
+        "/packs?q=abc%00def",
+        "/packs?author=me%00",
+        "/packs?cursor=a%00b",
+    ] {
+        let r = app.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
+        assert_eq!(r.json()["packs"], json!([]), "{uri}");
+    }
 }

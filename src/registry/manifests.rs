@@ -82,10 +82,28 @@ struct Checked {
     children: Vec<Digest>,
 }
 
+/// A media type as RFC 6838 spells it: `type/subtype`, both of restricted-name
+/// characters, optionally followed by `;` parameters of visible ASCII.
+fn valid_media_type(m: &str) -> bool {
+    let (essence, params) = m.split_once(';').unwrap_or((m, ""));
+    let restricted = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 127
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    essence
+        .split_once('/')
+        .is_some_and(|(t, s)| restricted(t) && restricted(s))
+        && params.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
 fn descriptor_digest(d: &Descriptor, field: &str) -> Result<Digest> {
-    if d.media_type.is_empty() {
+    if !valid_media_type(&d.media_type) {
         return Err(Error::ManifestInvalid(format!(
-            "{field}: mediaType is empty"
+            "{field}: mediaType {:?} is not a media type",
+            d.media_type
         )));
     }
     if d.size < 0 {
@@ -171,6 +189,13 @@ fn check(content_type: Option<&str>, body: Bytes, digest: Digest) -> Result<Chec
             doc.artifact_type.clone().filter(|a| !a.is_empty())
         }
     };
+    if let Some(a) = artifact_type.as_deref()
+        && !valid_media_type(a)
+    {
+        return Err(Error::ManifestInvalid(format!(
+            "artifactType {a:?} is not a media type"
+        )));
+    }
     let subject = doc
         .subject
         .as_ref()
@@ -410,6 +435,23 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn media_types_follow_rfc_6838() {
+        for ok in [
+            OCI_MANIFEST,
+            "application/vnd.stellaops.pack.content.v1.tar+gzip",
+            "text/plain; charset=utf-8",
+            "application/x-cfg",
+        ] {
+            assert!(valid_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "", "plain", "a/", "/b", "a/b\0", "a b/c", "a/b/c", "\u{e9}/x",
+        ] {
+            assert!(!valid_media_type(bad), "{bad:?}");
         }
     }
 

@@ -135,6 +135,13 @@ impl From<DigestError> for Error {
     }
 }
 
+/// A listing's `last` position as every database accepts it. Names, tags and digests
+/// hold no character below '-', so text cut at a NUL names the same position (and
+/// PostgreSQL refuses NUL in text).
+fn position(last: Option<&str>) -> Option<&str> {
+    last.map(|l| l.split('\0').next().unwrap_or_default())
+}
+
 /// Result alias of the domain.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -245,7 +252,7 @@ impl Registry {
                 more: false,
             });
         }
-        Ok(self.meta.list_tags(repo, last, n).await?)
+        Ok(self.meta.list_tags(repo, position(last), n).await?)
     }
 
     /// Repository names after `last`, at most `n`.
@@ -257,7 +264,7 @@ impl Registry {
                 more: false,
             });
         }
-        Ok(self.meta.list_repositories(last, n).await?)
+        Ok(self.meta.list_repositories(position(last), n).await?)
     }
 
     /// Manifests in `repo` whose `subject` is `subject`. Never fails for an unknown
@@ -269,13 +276,20 @@ impl Registry {
         artifact_type: Option<&str>,
         last: Option<&str>,
     ) -> Result<Page<Referrer>> {
+        if artifact_type.is_some_and(|a| a.contains('\0')) {
+            // No stored artifact type holds a NUL (PostgreSQL text cannot).
+            return Ok(Page {
+                items: vec![],
+                more: false,
+            });
+        }
         Ok(self
             .meta
             .list_referrers(
                 repo,
                 subject,
                 artifact_type,
-                last,
+                position(last),
                 self.limits.referrers_page,
             )
             .await?)

@@ -314,6 +314,10 @@ pub fn validate(manifest: PackManifest) -> Result<ValidPack, String> {
         if value.is_some_and(|v| v.chars().count() > max) {
             return Err(format!("{field} is longer than {max} characters"));
         }
+        // PostgreSQL text cannot hold NUL, and no pack needs one.
+        if value.is_some_and(|v| v.contains('\0')) {
+            return Err(format!("{field} must not contain a NUL character"));
+        }
     }
     let mut seen = HashSet::new();
     for d in &m.dependencies {
@@ -1044,8 +1048,24 @@ impl Registry {
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Page<PackSummaryRecord>> {
-        // The cursor is the last id of the previous page: any text is a position.
-        let cursor = cursor.filter(|c| !c.is_empty());
+        // The cursor is the last id of the previous page: any text is a position. Ids
+        // never hold a NUL (nor any character below '-'), so cutting the cursor at
+        // one names the same position, in a form every database accepts.
+        let cursor = cursor
+            .map(|c| c.split('\0').next().unwrap_or_default())
+            .filter(|c| !c.is_empty());
+        // Nothing indexed can hold a NUL (PostgreSQL text refuses it, and so does the
+        // facade when it stores a pack): a filter with one matches nothing.
+        if [&filter.pack_type, &filter.author, &filter.q]
+            .into_iter()
+            .flatten()
+            .any(|v| v.contains('\0'))
+        {
+            return Ok(Page {
+                items: vec![],
+                more: false,
+            });
+        }
         let n = limit
             .unwrap_or(self.packs.default_page)
             .clamp(1, self.packs.max_page);
