@@ -46,13 +46,19 @@ impl SqliteStore {
                 reader: pool,
             });
         }
+        // No liveness ping before handing out a connection (sqlx's default): a SQLite
+        // connection is a local file handle that does not go stale, and with sqlx every
+        // statement, the ping included, is a round trip to the connection's worker
+        // thread (two context switches): one more per request for nothing.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
