@@ -32,6 +32,23 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Which of `digests` the query (`$1` the array of them, `$2` the repository)
+    /// returns: one round trip for the whole list, in the list's order.
+    async fn missing(&self, sql: &str, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<&str> = digests.iter().map(Digest::as_str).collect();
+        let rows: Vec<String> = sqlx::query_scalar(sql)
+            .bind(list)
+            .bind(repo.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(digest).collect()
+    }
+}
+
 fn digest(s: String) -> Result<Digest> {
     Digest::parse(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
 }
@@ -215,38 +232,23 @@ async fn put_manifest_in(
 #[async_trait]
 impl ManifestIndex for PostgresStore {
     async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        let mut missing = Vec::new();
-        let mut conn = self.pool.acquire().await?;
-        for d in digests {
-            let found: Option<i64> = sqlx::query_scalar(
-                "SELECT 1::int8 FROM repository_blobs WHERE repo = $1 AND digest = $2",
-            )
-            .bind(repo.as_str())
-            .bind(d.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-            if found.is_none() {
-                missing.push(d.clone());
-            }
-        }
-        Ok(missing)
+        self.missing(
+            "SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) WHERE NOT EXISTS
+               (SELECT 1 FROM repository_blobs WHERE repo = $2 AND digest = l.d) ORDER BY i",
+            repo,
+            digests,
+        )
+        .await
     }
 
     async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        let mut missing = Vec::new();
-        let mut conn = self.pool.acquire().await?;
-        for d in digests {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1::int8 FROM manifests WHERE repo = $1 AND digest = $2")
-                    .bind(repo.as_str())
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if found.is_none() {
-                missing.push(d.clone());
-            }
-        }
-        Ok(missing)
+        self.missing(
+            "SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) WHERE NOT EXISTS
+               (SELECT 1 FROM manifests WHERE repo = $2 AND digest = l.d) ORDER BY i",
+            repo,
+            digests,
+        )
+        .await
     }
 
     async fn put_manifest(

@@ -66,6 +66,24 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Which of `digests` the query (`?1` a JSON array of them, `?2` the repository)
+    /// returns: one statement for the whole list, in the list's order.
+    async fn missing(&self, sql: &str, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(&digests.iter().map(Digest::as_str).collect::<Vec<_>>())
+            .expect("strings serialize");
+        let rows: Vec<String> = sqlx::query_scalar(sql)
+            .bind(list)
+            .bind(repo.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.into_iter().map(digest).collect()
+    }
+}
+
 fn digest(s: String) -> Result<Digest> {
     Digest::parse(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
 }
@@ -263,37 +281,23 @@ async fn put_manifest_in(
 #[async_trait]
 impl ManifestIndex for SqliteStore {
     async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        let mut missing = Vec::new();
-        let mut conn = self.reader.acquire().await?;
-        for d in digests {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = ?")
-                    .bind(repo.as_str())
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if found.is_none() {
-                missing.push(d.clone());
-            }
-        }
-        Ok(missing)
+        self.missing(
+            "SELECT value FROM json_each(?) WHERE NOT EXISTS
+               (SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = value)",
+            repo,
+            digests,
+        )
+        .await
     }
 
     async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        let mut missing = Vec::new();
-        let mut conn = self.reader.acquire().await?;
-        for d in digests {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = ? AND digest = ?")
-                    .bind(repo.as_str())
-                    .bind(d.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if found.is_none() {
-                missing.push(d.clone());
-            }
-        }
-        Ok(missing)
+        self.missing(
+            "SELECT value FROM json_each(?) WHERE NOT EXISTS
+               (SELECT 1 FROM manifests WHERE repo = ? AND digest = value)",
+            repo,
+            digests,
+        )
+        .await
     }
 
     async fn put_manifest(
