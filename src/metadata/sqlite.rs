@@ -56,8 +56,14 @@ impl SqliteStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await?;
+        // Readers beyond a couple per core only add thread switches: each sqlx SQLite
+        // connection runs on a thread of its own, and a query here takes microseconds.
+        // regbench, manifest GET by tag at c=64 on 2 cores: 16 readers 15.9k req/s,
+        // p99 9.8 ms; 4 readers 18.5k req/s, p99 8.8 ms.
+        let per_cores = std::thread::available_parallelism()
+            .map_or(4, |n| 2 * u32::try_from(n.get()).unwrap_or(u32::MAX / 2));
         let reader = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(1))
+            .max_connections(options.max_connections.min(per_cores).max(1))
             .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
