@@ -18,6 +18,7 @@ crate::on_both_backends!(
     failed_digest_check_leaves_nothing,
     empty_blob,
     sha512_blobs,
+    racing_chunks_never_mix,
 );
 
 fn uuid_of(location: &str) -> &str {
@@ -91,6 +92,51 @@ async fn chunked_upload(backend: Backend) {
     // The session is spent.
     let body = app.get(&location).await.error(StatusCode::NOT_FOUND);
     assert_eq!(body["errors"][0]["code"], "BLOB_UPLOAD_UNKNOWN");
+}
+
+/// Chunks racing for one offset of one session: exactly one lands, the others are
+/// told where the session stands, and the blob is exactly the winner's bytes (on the
+/// filesystem every part goes into one file, so a loser must not touch it).
+async fn racing_chunks_never_mix(backend: Backend) {
+    let app = TestApp::with_backend(backend).await;
+    let location = app.start_upload("race/chunks").await;
+    // Each racer sends bytes of its own, and a length of its own to tell it by.
+    let bodies: Vec<Vec<u8>> = (0..8u8)
+        .map(|i| vec![b'a' + i; 300_000 + usize::from(i) * 4_099])
+        .collect();
+    let racers = bodies.iter().map(|body| {
+        app.req(Method::PATCH, &location)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", format!("0-{}", body.len() - 1))
+            .body(body.clone())
+            .send()
+    });
+    let results = futures_util::future::join_all(racers).await;
+    let won: Vec<&Vec<u8>> = results
+        .iter()
+        .zip(&bodies)
+        .filter(|(r, _)| r.status == StatusCode::ACCEPTED)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one chunk lands");
+    for r in results.iter().filter(|r| r.status != StatusCode::ACCEPTED) {
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{}", r.text());
+    }
+    let winner = won[0];
+    let r = app.get(&location).await;
+    assert_eq!(
+        r.header("range"),
+        Some(format!("0-{}", winner.len() - 1).as_str())
+    );
+
+    let digest = sha256(winner);
+    let r = app
+        .req(Method::PUT, format!("{location}?digest={digest}"))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = app.get(format!("/v2/race/chunks/blobs/{digest}")).await;
+    assert!(r.body[..] == winner[..]);
 }
 
 async fn post_then_put(backend: Backend) {

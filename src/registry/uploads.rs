@@ -11,7 +11,7 @@ use super::{Error, Registry, Result};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::metadata::{MetadataError, UploadRecord, now_millis};
 use crate::names::RepoName;
-use crate::storage::{ByteStream, PartInfo, StorageError};
+use crate::storage::{ByteStream, PartInfo, StorageError, UploadGuard};
 
 /// Where an upload session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl Registry {
         what: &'static str,
     ) -> Result<(PartInfo, Hasher)> {
         let (stream, state) = tap(body, hasher, already, limit);
-        let written = self.blobs.put_part(upload, number, stream).await;
+        let written = self.blobs.put_part(upload, number, already, stream).await;
         let tap = Arc::try_unwrap(state)
             .ok()
             .expect("stream dropped by put_part")
@@ -316,6 +316,24 @@ impl Registry {
         Ok((record, hasher))
     }
 
+    /// Locks a session against other writers (see [`BlobStore::lock_upload`]) and
+    /// reads it as it stands under the lock. A session is looked up first, so that
+    /// unknown ids take no lock (which may create storage to hold it).
+    ///
+    /// [`BlobStore::lock_upload`]: crate::storage::BlobStore::lock_upload
+    async fn lock_and_load(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+    ) -> Result<(UploadGuard, UploadRecord, Hasher)> {
+        if self.blobs.locks_uploads() {
+            self.load_upload(repo, id).await?;
+        }
+        let lock = self.blobs.lock_upload(id).await?;
+        let (record, hasher) = self.load_upload(repo, id).await?;
+        Ok((lock, record, hasher))
+    }
+
     /// Where a session stands.
     pub async fn upload_status(&self, repo: &RepoName, id: Uuid) -> Result<UploadState> {
         let (record, _) = self.load_upload(repo, id).await?;
@@ -334,7 +352,7 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<UploadState> {
-        let (mut record, hasher) = self.load_upload(repo, id).await?;
+        let (_lock, mut record, hasher) = self.lock_and_load(repo, id).await?;
         self.append(&mut record, hasher, range, body).await?;
         Ok(UploadState {
             id,
@@ -405,7 +423,7 @@ impl Registry {
         range: Option<ChunkRange>,
         body: Option<ByteStream>,
     ) -> Result<u64> {
-        let (mut record, mut hasher) = self.load_upload(repo, id).await?;
+        let (_lock, mut record, mut hasher) = self.lock_and_load(repo, id).await?;
         if let Some(body) = body {
             hasher = self.append(&mut record, hasher, range, body).await?;
         }

@@ -103,6 +103,26 @@ pub struct PartInfo {
     pub size: u64,
 }
 
+/// Held while an upload is written to; see [`BlobStore::lock_upload`].
+#[must_use = "the upload is unlocked when the guard is dropped"]
+pub struct UploadGuard {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl UploadGuard {
+    /// A guard that holds nothing (no lock was needed).
+    pub fn none() -> Self {
+        UploadGuard { _held: None }
+    }
+
+    /// A guard that keeps `held` (whose drop releases the lock) until it is dropped.
+    pub fn holding(held: impl Send + Sync + 'static) -> Self {
+        UploadGuard {
+            _held: Some(Box::new(held)),
+        }
+    }
+}
+
 /// The contract every blob backend honours.
 ///
 /// Parts are written whole or not at all from the caller's point of view: when
@@ -116,15 +136,33 @@ pub trait BlobStore: Send + Sync + 'static {
         0
     }
 
-    /// Stores the next part (`number`, counting from 0) of `upload` from `body`.
-    /// Returns once the bytes are durable. A `body` that fails is
-    /// [`StorageError::Body`], and nothing of it is ever readable as a blob.
+    /// Stores the next part (`number`, counting from 0) of `upload` from `body`; the
+    /// parts before it hold `offset` bytes in all. Returns once the bytes are durable.
+    /// A `body` that fails is [`StorageError::Body`], and nothing of it is ever
+    /// readable as a blob. Parts of one upload are written one at a time, under
+    /// [`lock_upload`](BlobStore::lock_upload) when the upload is shared.
     async fn put_part(
         &self,
         upload: Uuid,
         number: u32,
+        offset: u64,
         body: ByteStream,
     ) -> Result<PartInfo, StorageError>;
+
+    /// Holds off every other holder of `upload`'s lock, in any process using the same
+    /// store, until the guard is dropped. A shared upload's session is read, a part
+    /// written and the session saved under it. The default takes no lock: backends
+    /// whose parts are independent objects need none (a racing part then loses the
+    /// session's compare-and-set and is simply never committed).
+    async fn lock_upload(&self, _upload: Uuid) -> Result<UploadGuard, StorageError> {
+        Ok(UploadGuard::none())
+    }
+
+    /// Whether [`lock_upload`](BlobStore::lock_upload) takes a lock (and may create
+    /// storage to hold it), so that callers look the upload up before locking it.
+    fn locks_uploads(&self) -> bool {
+        false
+    }
 
     /// Stores a whole blob from `body` under `digest` in one go. The caller's stream
     /// verifies the content as it flows: when the bytes do not hash to `digest` it
@@ -135,7 +173,7 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put_blob(&self, digest: &Digest, body: ByteStream) -> Result<u64, StorageError> {
         let upload = Uuid::new_v4();
         let result = async {
-            let part = self.put_part(upload, 0, body).await?;
+            let part = self.put_part(upload, 0, 0, body).await?;
             let size = part.size;
             self.commit(upload, &[part], digest).await?;
             Ok(size)

@@ -195,6 +195,7 @@ impl BlobStore for ObjectBlobStore {
         &self,
         upload: Uuid,
         number: u32,
+        _offset: u64,
         body: ByteStream,
     ) -> Result<PartInfo, StorageError> {
         let id = format!("{number:06}.{}", Uuid::new_v4().simple());

@@ -69,11 +69,13 @@ async fn read_all(mut stream: ByteStream) -> Vec<u8> {
 /// Stores `parts` as the parts of `upload`, in order, checking each returned size.
 async fn put_parts(store: &dyn BlobStore, upload: Uuid, parts: &[&[u8]]) -> Vec<PartInfo> {
     let mut infos = Vec::new();
+    let mut offset = 0;
     for (number, bytes) in parts.iter().enumerate() {
         let info = store
-            .put_part(upload, number as u32, body(bytes, 64 * 1024))
+            .put_part(upload, number as u32, offset, body(bytes, 64 * 1024))
             .await
             .expect("put_part");
+        offset += bytes.len() as u64;
         assert_eq!(info.size, bytes.len() as u64, "size of part {number}");
         infos.push(info);
     }
@@ -313,7 +315,7 @@ pub(crate) async fn failing_body_stores_nothing(store: &dyn BlobStore) {
     let partial = sha256(&bytes[..20_000]);
     let upload = Uuid::new_v4();
     match store
-        .put_part(upload, 0, failing_body(&bytes[..20_000]))
+        .put_part(upload, 0, 0, failing_body(&bytes[..20_000]))
         .await
     {
         Err(StorageError::Body(e)) => assert!(e.to_string().contains("client went away"), "{e}"),
@@ -331,7 +333,7 @@ pub(crate) async fn failing_body_stores_nothing(store: &dyn BlobStore) {
     // And a failure with nothing stored yet.
     let other = Uuid::new_v4();
     assert!(matches!(
-        store.put_part(other, 0, failing_body(b"")).await,
+        store.put_part(other, 0, 0, failing_body(b"")).await,
         Err(StorageError::Body(_))
     ));
     store.abort(other).await.unwrap();
@@ -372,7 +374,12 @@ pub(crate) async fn multi_mib_blob(store: &dyn BlobStore) {
     let mut parts = Vec::new();
     for (number, w) in cuts.windows(2).enumerate() {
         let info = store
-            .put_part(upload, number as u32, body(&bytes[w[0]..w[1]], 16 * 1024))
+            .put_part(
+                upload,
+                number as u32,
+                w[0] as u64,
+                body(&bytes[w[0]..w[1]], 16 * 1024),
+            )
             .await
             .unwrap();
         assert_eq!(info.size, (w[1] - w[0]) as u64);
