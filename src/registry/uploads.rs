@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{Error, Registry, Result};
@@ -55,41 +57,121 @@ pub(super) struct StagedBlob {
     pub size: u64,
 }
 
-/// Hashes and counts bytes as they pass, stopping the stream past a size limit.
+/// Counts bytes as they pass, stopping the stream past a size limit; the bytes are
+/// hashed on a thread of their own ([`HashWorker`]).
 struct Tap {
-    hasher: Hasher,
     count: u64,
     exceeded: bool,
     mismatch: bool,
 }
 
+/// What the hashing thread is sent.
+enum HashMsg {
+    /// Bytes to hash, holding their share of the queue's budget until hashed.
+    Bytes(Bytes, OwnedSemaphorePermit),
+    /// The digest of everything sent so far.
+    Digest(oneshot::Sender<Digest>),
+}
+
+/// A hasher running on a blocking thread, fed in stream order.
+///
+/// Hashing is the one step of an upload that cannot be split (SHA-256 is sequential)
+/// and takes most of its CPU time; done inline it shared a core with reading the
+/// request, and a monolithic upload used one core of two (see docs/benchmarks.md).
+/// On a thread of its own it overlaps the socket reads and the file writes.
+struct HashWorker {
+    tx: mpsc::UnboundedSender<HashMsg>,
+    budget: Arc<Semaphore>,
+    done: tokio::task::JoinHandle<Hasher>,
+}
+
+/// Bytes queued for the hashing thread at most before the request stream waits.
+const HASH_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+
+impl HashWorker {
+    fn start(mut hasher: Hasher) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<HashMsg>();
+        let done = tokio::task::spawn_blocking(move || {
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    HashMsg::Bytes(b, _permit) => hasher.update(&b),
+                    HashMsg::Digest(reply) => {
+                        let _ = reply.send(hasher.finish());
+                    }
+                }
+            }
+            hasher
+        });
+        HashWorker {
+            tx,
+            budget: Arc::new(Semaphore::new(HASH_QUEUE_BYTES)),
+            done,
+        }
+    }
+
+    /// The digest of everything fed so far, once it has all been hashed.
+    async fn digest(tx: &mpsc::UnboundedSender<HashMsg>) -> Result<Digest> {
+        let (reply, answer) = oneshot::channel();
+        tx.send(HashMsg::Digest(reply))
+            .map_err(|_| Error::Internal("hashing thread ended early".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Internal("hashing thread ended early".into()))
+    }
+
+    /// The hasher, once every sender is gone and everything sent has been hashed.
+    async fn finish(self) -> Result<Hasher> {
+        drop(self.tx);
+        self.done
+            .await
+            .map_err(|e| Error::Internal(format!("hashing thread failed: {e}")))
+    }
+}
+
+/// Wraps `body` to count it against `limit` (with `already` bytes before it; 0: no
+/// limit) and to feed it to a hashing thread starting from `hasher`.
 fn tap(
     body: ByteStream,
     hasher: Hasher,
     already: u64,
     limit: u64,
-) -> (ByteStream, Arc<Mutex<Tap>>) {
+) -> (ByteStream, Arc<Mutex<Tap>>, HashWorker) {
     let state = Arc::new(Mutex::new(Tap {
-        hasher,
         count: 0,
         exceeded: false,
         mismatch: false,
     }));
+    let worker = HashWorker::start(hasher);
     let inner = state.clone();
+    let tx = worker.tx.clone();
+    let budget = worker.budget.clone();
     let stream = body
-        .map(move |chunk| {
-            let chunk = chunk?;
-            let mut t = inner.lock().expect("tap lock");
-            t.count += chunk.len() as u64;
-            if limit > 0 && already + t.count > limit {
-                t.exceeded = true;
-                return Err(std::io::Error::other("blob size limit exceeded"));
+        .then(move |chunk| {
+            let inner = inner.clone();
+            let tx = tx.clone();
+            let budget = budget.clone();
+            async move {
+                let chunk = chunk?;
+                {
+                    let mut t = inner.lock().expect("tap lock");
+                    t.count += chunk.len() as u64;
+                    if limit > 0 && already + t.count > limit {
+                        t.exceeded = true;
+                        return Err(std::io::Error::other("blob size limit exceeded"));
+                    }
+                }
+                let n = u32::try_from(chunk.len().min(HASH_QUEUE_BYTES)).unwrap_or(u32::MAX);
+                let permit = budget
+                    .acquire_many_owned(n)
+                    .await
+                    .expect("the semaphore is never closed");
+                tx.send(HashMsg::Bytes(chunk.clone(), permit))
+                    .map_err(|_| std::io::Error::other("hashing thread ended early"))?;
+                Ok(chunk)
             }
-            t.hasher.update(&chunk);
-            Ok(chunk)
         })
         .boxed();
-    (stream, state)
+    (stream, state, worker)
 }
 
 impl Registry {
@@ -120,13 +202,14 @@ impl Registry {
         limit: u64,
         what: &'static str,
     ) -> Result<(PartInfo, Hasher)> {
-        let (stream, state) = tap(body, hasher, already, limit);
+        let (stream, state, worker) = tap(body, hasher, already, limit);
         let written = self.blobs.put_part(upload, number, already, stream).await;
         let tap = Arc::try_unwrap(state)
             .ok()
             .expect("stream dropped by put_part")
             .into_inner()
             .expect("tap lock");
+        let hasher = worker.finish().await?;
         if tap.exceeded {
             return Err(Error::TooLarge { what, limit });
         }
@@ -137,7 +220,7 @@ impl Registry {
                 part.size, tap.count
             )));
         }
-        Ok((part, tap.hasher))
+        Ok((part, hasher))
     }
 
     /// Makes the parts of `upload` the blob `expected`, if they hash to it.
@@ -181,20 +264,22 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64> {
         let limit = self.limits.max_blob_bytes;
-        let (stream, state) = tap(body, digest.algorithm().hasher(), 0, limit);
+        let (stream, state, worker) = tap(body, digest.algorithm().hasher(), 0, limit);
         // Verify at the end of the stream, before the store sees a clean end: a wrong
         // digest then reaches the store as a body error and nothing becomes visible.
         let expected = digest.clone();
         let check = state.clone();
+        let tx = worker.tx.clone();
         let verify = futures_util::stream::once(async move {
-            let mut t = check.lock().expect("tap lock");
-            if t.hasher.finish() == expected {
-                None
-            } else {
-                t.mismatch = true;
-                Some(Err(std::io::Error::other(
-                    "content does not match its digest",
-                )))
+            match HashWorker::digest(&tx).await {
+                Ok(actual) if actual == expected => None,
+                Ok(_) => {
+                    check.lock().expect("tap lock").mismatch = true;
+                    Some(Err(std::io::Error::other(
+                        "content does not match its digest",
+                    )))
+                }
+                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
             }
         })
         .filter_map(std::future::ready);
@@ -202,6 +287,7 @@ impl Registry {
             .blobs
             .put_blob(digest, stream.chain(verify).boxed())
             .await;
+        let actual = worker.finish().await?.finish();
         {
             let tap = state.lock().expect("tap lock");
             if tap.exceeded {
@@ -212,8 +298,7 @@ impl Registry {
             }
             if tap.mismatch {
                 return Err(Error::DigestInvalid(format!(
-                    "content digest {} does not match {digest}",
-                    tap.hasher.finish()
+                    "content digest {actual} does not match {digest}"
                 )));
             }
         }
