@@ -314,6 +314,8 @@ fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
 struct ServedFile {
     file: std::fs::File,
     direct: Option<std::fs::File>,
+    /// Whether cold reads also fill the page cache (blobs up to CACHE_BLOBS_UP_TO).
+    cache: bool,
 }
 
 impl ServedFile {
@@ -334,7 +336,12 @@ impl ServedFile {
         };
         #[cfg(not(target_os = "linux"))]
         let direct = None;
-        Ok(ServedFile { file, direct })
+        let cache = file.metadata()?.len() <= CACHE_BLOBS_UP_TO;
+        Ok(ServedFile {
+            file,
+            direct,
+            cache,
+        })
     }
 
     /// The `n` bytes at `offset`: from the page cache when it holds them all, else
@@ -348,7 +355,14 @@ impl ServedFile {
         if let Some(direct) = &self.direct
             && !all_cached(&self.file, offset, n as u64)
         {
-            return read_direct(direct, offset, n);
+            let bytes = read_direct(direct, offset, n)?;
+            // And into the cache behind it, asynchronously, for the next download
+            // (cold reads go at ~0.7-0.9 GB/s instead of ~1.3, cached ones at ~2);
+            // not for the largest blobs, which would push out many hotter ones.
+            if self.cache {
+                read_ahead(&self.file, offset, n as u64);
+            }
+            return Ok(bytes);
         }
         if self.direct.is_none() {
             read_ahead(
@@ -461,6 +475,9 @@ fn read_range(file: ServedFile, start: u64, len: u64) -> ByteStream {
         .buffered(READS_IN_FLIGHT)
         .boxed()
 }
+
+/// Largest blob whose cold reads also fill the page cache (see [`ServedFile::read`]).
+const CACHE_BLOBS_UP_TO: u64 = 1024 * 1024 * 1024;
 
 /// How far past the chunk being read a download asks the kernel to read ahead.
 const READ_AHEAD: u64 = 4 * READ_CHUNK as u64;
@@ -840,6 +857,7 @@ mod tests {
             let plain = ServedFile {
                 file: std::fs::File::open(&path).unwrap(),
                 direct: None,
+                cache: true,
             };
             assert!(plain.read(offset as u64, n, end).unwrap()[..] == *want);
         }
