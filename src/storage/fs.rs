@@ -364,13 +364,11 @@ impl ServedFile {
             }
             return Ok(bytes);
         }
-        if self.direct.is_none() {
-            read_ahead(
-                &self.file,
-                offset + n as u64,
-                (end - offset - n as u64).min(READ_AHEAD),
-            );
-        }
+        read_ahead(
+            &self.file,
+            offset + n as u64,
+            (end - offset - n as u64).min(READ_AHEAD),
+        );
         let mut buf = vec![0u8; n];
         read_exact_at(&self.file, &mut buf, offset)?;
         Ok(Bytes::from(buf))
@@ -379,7 +377,8 @@ impl ServedFile {
 
 /// Whether the page cache holds every page of `len` bytes of `file` at `offset`, by
 /// the `cachestat` system call (Linux 6.5), which looks without reading anything.
-/// Where it is missing, nothing counts as cached (reads then go `O_DIRECT`).
+/// Where the call is missing, everything counts as cached: reads then go through the
+/// page cache (with readahead), as they would without `O_DIRECT`.
 #[cfg(target_os = "linux")]
 fn all_cached(file: &std::fs::File, offset: u64, len: u64) -> bool {
     use std::os::fd::AsRawFd;
@@ -422,8 +421,11 @@ fn all_cached(file: &std::fs::File, offset: u64, len: u64) -> bool {
             0u32,
         )
     };
+    if r != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+    }
     let pages = (offset + len).div_ceil(page) - offset / page;
-    r == 0 && stat.nr_cache >= pages
+    stat.nr_cache >= pages
 }
 
 #[cfg(not(target_os = "linux"))]
