@@ -153,34 +153,39 @@ impl AlignedBuf {
     }
 }
 
+/// Opens `path` as `options` say, with `O_DIRECT` added; `None` where the filesystem
+/// (or the platform) does not do `O_DIRECT`.
+fn open_direct(
+    options: &std::fs::OpenOptions,
+    path: &Path,
+) -> std::io::Result<Option<std::fs::File>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (options, path);
+        Ok(None)
+    }
+}
+
 impl BlobFile {
     /// Opens (creating) `path` to write from `offset` on: what lies past `offset` is
     /// cut off first, what lies before it is kept.
     fn open_at(path: &Path, offset: u64) -> std::io::Result<Self> {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-            {
-                Ok(file) => return Self::start(file, offset, Some(AlignedBuf::new())),
-                // The filesystem does not do O_DIRECT: write through the page cache.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(e),
-            }
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        match open_direct(&options, path)? {
+            Some(file) => Self::start(file, offset, Some(AlignedBuf::new())),
+            // The filesystem does not do O_DIRECT: write through the page cache.
+            None => Self::start(options.open(path)?, offset, None),
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        Self::start(file, offset, None)
     }
 
     fn start(
@@ -314,34 +319,22 @@ fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
 struct ServedFile {
     file: std::fs::File,
     direct: Option<std::fs::File>,
-    /// Whether cold reads also fill the page cache (blobs up to CACHE_BLOBS_UP_TO).
-    cache: bool,
+    /// Length of the file when it was opened.
+    size: u64,
 }
 
 impl ServedFile {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
-        #[cfg(target_os = "linux")]
-        let direct = {
-            use std::os::unix::fs::OpenOptionsExt;
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-            {
-                Ok(f) => Some(f),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
-                Err(e) => return Err(e),
-            }
+    /// Opens `path` for serving; a missing file is [`StorageError::NotFound`].
+    fn open(path: &Path) -> Result<Self, StorageError> {
+        let not_found = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound(path.display().to_string()),
+            _ => e.into(),
         };
-        #[cfg(not(target_os = "linux"))]
-        let direct = None;
-        let cache = file.metadata()?.len() <= CACHE_BLOBS_UP_TO;
-        Ok(ServedFile {
-            file,
-            direct,
-            cache,
-        })
+        let file = std::fs::File::open(path).map_err(not_found)?;
+        let direct =
+            open_direct(std::fs::OpenOptions::new().read(true), path).map_err(not_found)?;
+        let size = file.metadata()?.len();
+        Ok(ServedFile { file, direct, size })
     }
 
     /// The `n` bytes at `offset`: from the page cache when it holds them all, else
@@ -359,7 +352,7 @@ impl ServedFile {
             // And into the cache behind it, asynchronously, for the next download
             // (cold reads go at ~0.7-0.9 GB/s instead of ~1.3, cached ones at ~2);
             // not for the largest blobs, which would push out many hotter ones.
-            if self.cache {
+            if self.size <= CACHE_BLOBS_UP_TO {
                 read_ahead(&self.file, offset, n as u64);
             }
             return Ok(bytes);
@@ -524,7 +517,7 @@ fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::
 #[cfg(windows)]
 fn read_exact_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
     while !buf.is_empty() {
-        match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+        match read_at(file, buf, offset)? {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             n => {
                 buf = &mut buf[n..];
@@ -674,11 +667,8 @@ impl BlobStore for FsBlobStore {
         let path = self.data_path(upload);
         let size = part.size;
         let file = blocking(move || {
-            let file = ServedFile::open(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => StorageError::NotFound(path.display().to_string()),
-                _ => e.into(),
-            })?;
-            if file.file.metadata()?.len() < offset + size {
+            let file = ServedFile::open(&path)?;
+            if file.size < offset + size {
                 return Err(StorageError::NotFound(format!(
                     "{} is short",
                     path.display()
@@ -742,11 +732,8 @@ impl BlobStore for FsBlobStore {
     ) -> Result<ByteStream, StorageError> {
         let path = self.path(&StorageKey::Blob(digest.clone()));
         let (file, start, len) = blocking(move || {
-            let file = ServedFile::open(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => StorageError::NotFound(path.display().to_string()),
-                _ => e.into(),
-            })?;
-            let size = file.file.metadata()?.len();
+            let file = ServedFile::open(&path)?;
+            let size = file.size;
             let (start, len) = match range {
                 None => (0, size),
                 Some(r) if r.start < size && r.end <= size && r.start < r.end => {
@@ -859,7 +846,7 @@ mod tests {
             let plain = ServedFile {
                 file: std::fs::File::open(&path).unwrap(),
                 direct: None,
-                cache: true,
+                size: end,
             };
             assert!(plain.read(offset as u64, n, end).unwrap()[..] == *want);
         }
