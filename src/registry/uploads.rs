@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{Error, Registry, Result};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::metadata::{MetadataError, UploadRecord, now_millis};
 use crate::names::RepoName;
-use crate::storage::{ByteStream, PartInfo, StorageError, UploadGuard};
+use crate::storage::{ByteBudget, ByteStream, PartInfo, StorageError, UploadGuard};
 
 /// Where an upload session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,7 @@ enum HashMsg {
 /// On a thread of its own it overlaps the socket reads and the file writes.
 struct HashWorker {
     tx: mpsc::UnboundedSender<HashMsg>,
-    budget: Arc<Semaphore>,
+    budget: ByteBudget,
     done: tokio::task::JoinHandle<Hasher>,
 }
 
@@ -104,7 +104,7 @@ impl HashWorker {
         });
         HashWorker {
             tx,
-            budget: Arc::new(Semaphore::new(HASH_QUEUE_BYTES)),
+            budget: ByteBudget::new(HASH_QUEUE_BYTES),
             done,
         }
     }
@@ -160,11 +160,7 @@ fn tap(
                         return Err(std::io::Error::other("blob size limit exceeded"));
                     }
                 }
-                let n = u32::try_from(chunk.len().min(HASH_QUEUE_BYTES)).unwrap_or(u32::MAX);
-                let permit = budget
-                    .acquire_many_owned(n)
-                    .await
-                    .expect("the semaphore is never closed");
+                let permit = budget.take(chunk.len()).await;
                 tx.send(HashMsg::Bytes(chunk.clone(), permit))
                     .map_err(|_| std::io::Error::other("hashing thread ended early"))?;
                 Ok(chunk)

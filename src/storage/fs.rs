@@ -8,15 +8,14 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use uuid::Uuid;
 
-use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey, UploadGuard};
+use super::{BlobStore, ByteBudget, ByteStream, PartInfo, StorageError, StorageKey, UploadGuard};
 use crate::digest::Digest;
 
 /// Reads of one download in flight: O_DIRECT reads wait for the disk, and with two
@@ -548,7 +547,7 @@ impl BlobStore for FsBlobStore {
         // write of DIRECT_CHUNK waits for the disk (a queue of 32 chunks stalled it:
         // 64 MiB uploads 720 -> 809 MB/s), and bounded in bytes, not chunks, so that
         // memory stays flat whatever the chunk sizes.
-        let budget = Arc::new(Semaphore::new(WRITE_QUEUE_BYTES));
+        let budget = ByteBudget::new(WRITE_QUEUE_BYTES);
         let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, OwnedSemaphorePermit)>();
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             std::fs::create_dir_all(path.parent().expect("part has a parent"))?;
@@ -562,12 +561,7 @@ impl BlobStore for FsBlobStore {
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(chunk) => {
-                    let n = u32::try_from(chunk.len().min(WRITE_QUEUE_BYTES)).unwrap_or(u32::MAX);
-                    let permit = budget
-                        .clone()
-                        .acquire_many_owned(n)
-                        .await
-                        .expect("the semaphore is never closed");
+                    let permit = budget.take(chunk.len()).await;
                     if tx.send((chunk, permit)).is_err() {
                         break; // the writer failed; its error is reported below
                     }

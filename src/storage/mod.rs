@@ -103,6 +103,35 @@ pub struct PartInfo {
     pub size: u64,
 }
 
+/// A bound, in bytes, on what a request stream has handed to a worker thread (the
+/// hasher, a file writer) and the thread has not yet consumed: each chunk travels
+/// with a permit for its length, released when the thread drops it.
+#[derive(Clone)]
+pub(crate) struct ByteBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(bytes: usize) -> Self {
+        ByteBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(bytes)),
+            bytes,
+        }
+    }
+
+    /// Waits until `len` more bytes fit; a chunk larger than the whole budget waits
+    /// for all of it.
+    pub(crate) async fn take(&self, len: usize) -> tokio::sync::OwnedSemaphorePermit {
+        let n = u32::try_from(len.min(self.bytes)).unwrap_or(u32::MAX);
+        self.permits
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
 /// Held while an upload is written to; see [`BlobStore::lock_upload`].
 #[must_use = "the upload is unlocked when the guard is dropped"]
 pub struct UploadGuard {
