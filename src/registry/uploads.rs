@@ -62,7 +62,8 @@ pub(super) struct StagedBlob {
 struct Tap {
     count: u64,
     exceeded: bool,
-    mismatch: bool,
+    /// The content's digest, when it turned out not to be the one expected.
+    mismatch: Option<Digest>,
 }
 
 /// What the hashing thread is sent.
@@ -139,7 +140,7 @@ fn tap(
     let state = Arc::new(Mutex::new(Tap {
         count: 0,
         exceeded: false,
-        mismatch: false,
+        mismatch: None,
     }));
     let worker = HashWorker::start(hasher);
     let inner = state.clone();
@@ -269,8 +270,8 @@ impl Registry {
         let verify = futures_util::stream::once(async move {
             match HashWorker::digest(&tx).await {
                 Ok(actual) if actual == expected => None,
-                Ok(_) => {
-                    check.lock().expect("tap lock").mismatch = true;
+                Ok(actual) => {
+                    check.lock().expect("tap lock").mismatch = Some(actual);
                     Some(Err(std::io::Error::other(
                         "content does not match its digest",
                     )))
@@ -283,7 +284,8 @@ impl Registry {
             .blobs
             .put_blob(digest, stream.chain(verify).boxed())
             .await;
-        let actual = worker.finish().await?.finish();
+        // Its digest, when needed, came back through the verify step above.
+        drop(worker);
         {
             let tap = state.lock().expect("tap lock");
             if tap.exceeded {
@@ -292,7 +294,7 @@ impl Registry {
                     limit,
                 });
             }
-            if tap.mismatch {
+            if let Some(actual) = &tap.mismatch {
                 return Err(Error::DigestInvalid(format!(
                     "content digest {actual} does not match {digest}"
                 )));
