@@ -11,6 +11,7 @@ use crate::metadata::{self, DynMetadataStore, PoolOptions};
 use crate::ops::{self, Metrics};
 use crate::registry::{Limits, PackSettings, Registry};
 use crate::storage::{DynBlobStore, FsBlobStore, ObjectBlobStore};
+use crate::zerocopy::{SendFile, ZeroCopyListener};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -132,9 +133,12 @@ pub fn spawn_background(state: &AppState) {
     });
 }
 
-/// Serves `state` on `listener` until Ctrl-C or SIGTERM.
+/// Serves `state` on `listener` until Ctrl-C or SIGTERM. Its connections can send
+/// blobs from files with `sendfile` (see [`crate::zerocopy`]).
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let listener = ZeroCopyListener::new(listener, state.metrics.file_bytes_counter());
+    let app = router(state).into_make_service_with_connect_info::<SendFile>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
 }

@@ -178,7 +178,7 @@ async fn route(
     let method = request.method().clone();
     let query = Query::parse(request.uri().query());
     let (parts, body) = request.into_parts();
-    let headers = parts.headers;
+    let headers = &parts.headers;
     let max_name = state.config.limits.max_name_length;
     match (endpoint, method) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok((
@@ -194,10 +194,10 @@ async fn route(
         (Endpoint::Manifest(name, reference), m) => {
             let repo = repo(&name, max_name)?;
             match m {
-                Method::GET => manifests::get(&state, &repo, &reference, &headers, true).await,
-                Method::HEAD => manifests::get(&state, &repo, &reference, &headers, false).await,
+                Method::GET => manifests::get(&state, &repo, &reference, headers, true).await,
+                Method::HEAD => manifests::get(&state, &repo, &reference, headers, false).await,
                 Method::PUT => {
-                    manifests::put(&state, &repo, &reference, &query, &headers, body).await
+                    manifests::put(&state, &repo, &reference, &query, headers, body).await
                 }
                 Method::DELETE => manifests::delete(&state, &repo, &reference).await,
                 _ => Err(unsupported_method()),
@@ -209,21 +209,24 @@ async fn route(
         (Endpoint::Blob(name, digest), m) => {
             let repo = repo(&name, max_name)?;
             match m {
-                Method::GET => blobs::get(&state, &repo, &digest, &headers, true).await,
-                Method::HEAD => blobs::get(&state, &repo, &digest, &headers, false).await,
+                Method::GET => {
+                    let sink = crate::zerocopy::sink_of(&parts.extensions, parts.version);
+                    blobs::get(&state, &repo, &digest, headers, Some(sink)).await
+                }
+                Method::HEAD => blobs::get(&state, &repo, &digest, headers, None).await,
                 Method::DELETE => blobs::delete(&state, &repo, &digest).await,
                 _ => Err(unsupported_method()),
             }
         }
         (Endpoint::UploadStart(name), Method::POST) => {
-            blobs::start(&state, &repo(&name, max_name)?, &query, &headers, body).await
+            blobs::start(&state, &repo(&name, max_name)?, &query, headers, body).await
         }
         (Endpoint::Upload(name, id), m) => {
             let repo = repo(&name, max_name)?;
             match m {
                 Method::GET => blobs::status(&state, &repo, &id).await,
-                Method::PATCH => blobs::patch(&state, &repo, &id, &headers, body).await,
-                Method::PUT => blobs::finish(&state, &repo, &id, &query, &headers, body).await,
+                Method::PATCH => blobs::patch(&state, &repo, &id, headers, body).await,
+                Method::PUT => blobs::finish(&state, &repo, &id, &query, headers, body).await,
                 Method::DELETE => blobs::cancel(&state, &repo, &id).await,
                 _ => Err(unsupported_method()),
             }

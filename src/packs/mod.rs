@@ -26,7 +26,7 @@ use crate::app::{AppState, RouteLabel};
 use crate::metadata::PackFilter;
 use crate::registry::PackType;
 use crate::registry::packs::PackContent;
-use crate::storage::ByteStream;
+use crate::storage::{ByteStream, DynFileSink};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
 use types::*;
 
@@ -274,23 +274,31 @@ fn base64(bytes: &[u8]) -> String {
 async fn content(
     State(state): State<AppState>,
     path: Result<Segments, ApiError>,
+    crate::zerocopy::Sink(sink): crate::zerocopy::Sink,
     headers: HeaderMap,
 ) -> Response {
-    respond("packs_content", content_inner(&state, path, &headers).await)
+    respond(
+        "packs_content",
+        content_inner(&state, path, &headers, sink).await,
+    )
 }
 
 async fn content_inner(
     state: &AppState,
     path: Result<Segments, ApiError>,
     headers: &HeaderMap,
+    sink: Option<DynFileSink>,
 ) -> Result<Response, ApiError> {
     let path = path?;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (version, read) = state
         .registry
-        .read_pack_content(path.get(0), path.get(1), |size| {
-            crate::oci::params::resolve_range(range_header, size).ok()
-        })
+        .read_pack_content(
+            path.get(0),
+            path.get(1),
+            |size| crate::oci::params::resolve_range(range_header, size).ok(),
+            sink,
+        )
         .await?;
     let status = if read.range.is_some() {
         StatusCode::PARTIAL_CONTENT

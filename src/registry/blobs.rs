@@ -5,7 +5,7 @@ use std::ops::Range;
 use super::{Error, Registry, Result};
 use crate::digest::Digest;
 use crate::names::RepoName;
-use crate::storage::{ByteStream, StorageError};
+use crate::storage::{ByteStream, DynFileSink, StorageError};
 
 /// A blob opened for reading.
 pub struct BlobRead {
@@ -27,18 +27,24 @@ impl Registry {
     }
 
     /// Opens a blob, whole or the inclusive-exclusive `range` resolved by `resolve`
-    /// against the blob's size (returning `None` for an unsatisfiable range).
+    /// against the blob's size (returning `None` for an unsatisfiable range). With a
+    /// `sink`, the store may hand it ranges of a local file instead of their bytes
+    /// (see [`BlobStore::get_sending`](crate::storage::BlobStore::get_sending)).
     pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         resolve: impl FnOnce(u64) -> Option<Option<Range<u64>>>,
+        sink: Option<DynFileSink>,
     ) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
         let range = resolve(size).ok_or(Error::RangeNotSatisfiable { size })?;
         let body = match &range {
             Some(r) if r.start >= r.end => Box::pin(futures_util::stream::empty()) as ByteStream,
-            _ => match self.blobs.get(digest, range.clone()).await {
+            _ => match match sink {
+                Some(sink) => self.blobs.get_sending(digest, range.clone(), sink).await,
+                None => self.blobs.get(digest, range.clone()).await,
+            } {
                 Ok(body) => body,
                 Err(StorageError::NotFound(_)) => {
                     tracing::error!(%digest, "blob indexed but missing from storage");
