@@ -53,6 +53,14 @@ impl From<sqlx::Error> for MetadataError {
                 MetadataError::Unavailable(e.to_string())
             }
             sqlx::Error::Tls(_) => MetadataError::Unavailable(e.to_string()),
+            // The server going away under an open connection: "connection exception"
+            // (08) and "operator intervention" (57, e.g. shutting down) SQLSTATEs.
+            sqlx::Error::Database(ref d)
+                if d.code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
+            {
+                MetadataError::Unavailable(e.to_string())
+            }
             other => MetadataError::Database(other.to_string()),
         }
     }
