@@ -210,10 +210,43 @@ fn send_file(tcp: &TcpStream, file: &std::fs::File, offset: u64, len: usize) -> 
     // SAFETY: both descriptors are open for the call's duration (borrowed), and `off`
     // is a live local the kernel writes the new offset to.
     let n = unsafe { libc::sendfile(tcp.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
-    if n < 0 {
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // A filesystem that cannot splice its pages: copy instead.
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => copy_range(tcp, file, offset, len),
+        _ => Err(e),
+    }
+}
+
+/// Reads up to `len` bytes of `file` at `offset` and sends what the socket takes now
+/// (without blocking: `WouldBlock` when it takes nothing). What was read and not sent
+/// is read again by the next call.
+#[cfg(target_os = "linux")]
+fn copy_range(tcp: &TcpStream, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len.min(256 * 1024)];
+    let n = file.read_at(&mut buf, offset)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: the buffer holds `n` initialized bytes for the call's duration; the
+    // descriptor is borrowed from the open stream.
+    let sent = unsafe {
+        libc::send(
+            tcp.as_raw_fd(),
+            buf.as_ptr().cast(),
+            n,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(n as usize)
+        Ok(sent as usize)
     }
 }
 
@@ -374,6 +407,32 @@ mod tests {
         );
         let file_bytes: usize = ranges.iter().map(|r| r.1).sum();
         assert_eq!(sent.get(), file_bytes as u64);
+    }
+
+    /// The copying fallback (for filesystems `sendfile` refuses) sends the same bytes.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_copy_fallback_sends_the_range() {
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+        let file = file_with(&data);
+        let (ours, mut peer) = pair().await;
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 500_000];
+            peer.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let mut at = 0usize;
+        while at < 500_000 {
+            ours.tcp.writable().await.unwrap();
+            match ours.tcp.try_io(tokio::io::Interest::WRITABLE, || {
+                copy_range(&ours.tcp, &file, 7 + at as u64, 500_000 - at)
+            }) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(reader.await.unwrap() == data[7..500_007]);
     }
 
     /// A stand-in with nothing queued for it fails the write instead of sending zeros.
