@@ -66,7 +66,29 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Fixed thresholds for glibc's allocator. By default it gives the free memory at the
+/// top of a thread's heap back to the kernel (`madvise`) as soon as more than a small,
+/// self-adjusting threshold is free. Request bodies stream through buffers of a few
+/// hundred KiB that one thread allocates and another frees, so an upload handed its
+/// heap back and faulted it in again over and over: 104 `madvise` calls per 1 GiB
+/// upload, and page faults and page zeroing in ~6 % of its samples (`perf`). Now up to
+/// 32 MiB of free heap stays with each arena, and only blocks over 4 MiB get mappings
+/// of their own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
