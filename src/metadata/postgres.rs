@@ -162,14 +162,15 @@ impl BlobIndex for PostgresStore {
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2",
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT string_agg(name, E'\\n') FROM
+               (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) s",
         )
         .bind(last.unwrap_or(""))
         .bind(i64::from(n) + 1)
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(page(names, n))
+        Ok(page(split_lines(joined), n))
     }
 }
 
@@ -325,15 +326,16 @@ impl ManifestIndex for PostgresStore {
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3",
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT string_agg(name, E'\\n') FROM
+               (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) s",
         )
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))
         .bind(i64::from(n) + 1)
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(page(names, n))
+        Ok(page(split_lines(joined), n))
     }
 
     async fn list_referrers(

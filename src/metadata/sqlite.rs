@@ -111,28 +111,6 @@ fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
 
 const MANIFEST_COLUMNS: &str = "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
 
-/// The names of a listing aggregated into one newline-separated value by
-/// `group_concat`. Long listings are fetched as one row because sqlx's SQLite driver
-/// hands every row from its worker thread to the async task separately, a thread
-/// wake-up per row: a 10,000-tag list took ~19 ms end to end that way, ~5 ms as one
-/// row (regbench, docs/benchmarks.md). Repository names and tags cannot contain a
-/// newline.
-///
-/// The aggregate has no `ORDER BY` of its own: the subquery's index scan already
-/// yields the names in order, and an ordered aggregate built a temporary b-tree of
-/// them first (half the server's time on a 10,000-tag list, by `perf`). SQLite does
-/// not promise an aggregate sees its input in order, so the order is checked here
-/// (`BINARY` collation is byte order, as `str`'s), and restored if ever needed.
-fn split_lines(joined: Option<String>) -> Vec<String> {
-    let mut names: Vec<String> = joined
-        .map(|j| j.split('\n').map(str::to_owned).collect())
-        .unwrap_or_default();
-    if !names.is_sorted() {
-        names.sort_unstable();
-    }
-    names
-}
-
 fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
     let more = items.len() > n as usize;
     items.truncate(n as usize);
@@ -838,22 +816,5 @@ impl super::suite::Inspect for SqliteStore {
             .fetch_one(&self.writer)
             .await
             .expect("count manifest references")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_lines;
-
-    /// A listing comes back in byte order even if the aggregate ever saw its input out
-    /// of order; an empty listing is no names.
-    #[test]
-    fn split_lines_restores_byte_order() {
-        assert_eq!(
-            split_lines(Some("b\nB\na1\na".into())),
-            ["B", "a", "a1", "b"]
-        );
-        assert_eq!(split_lines(Some("a\nb".into())), ["a", "b"]);
-        assert!(split_lines(None).is_empty());
     }
 }
