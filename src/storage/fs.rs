@@ -370,15 +370,21 @@ impl ServedFile {
     }
 
     /// The `n` bytes at `offset`: from the page cache when it holds them all, else
-    /// read from disk with `O_DIRECT`. Blobs are written with `O_DIRECT` (see
+    /// (`cached`, from [`all_cached`], is `Some(false)`) read from disk with `O_DIRECT`. Blobs are written with `O_DIRECT` (see
     /// [`BlobFile`]), so a blob pushed and then pulled is not cached, and buffered
     /// reads of it went at readahead speed: a 5 GiB download after its upload ran at
     /// 584 MB/s where Distribution, whose upload had filled the cache, did 1.4 GB/s.
     /// (Asking with `preadv2(RWF_NOWAIT)` instead of `cachestat` started readahead on
     /// every miss, and the disk then read everything twice.)
-    fn read(&self, offset: u64, n: usize, end: u64) -> std::io::Result<Bytes> {
+    fn read(
+        &self,
+        offset: u64,
+        n: usize,
+        end: u64,
+        cached: Option<bool>,
+    ) -> std::io::Result<Bytes> {
         if let Some(direct) = &self.direct
-            && all_cached(&self.file, offset, n as u64) == Some(false)
+            && cached == Some(false)
         {
             let bytes = read_direct(direct, offset, n)?;
             // And into the cache behind it, asynchronously, for the next download
@@ -507,12 +513,15 @@ fn read_range(file: ServedFile, start: u64, len: u64, sink: Option<DynFileSink>)
                 let file = file.clone();
                 async move {
                     let n = (end - offset).min(READ_CHUNK as u64) as usize;
-                    if zero_copy && all_cached(&file.file, offset, n as u64) == Some(true) {
+                    // One look at the page cache decides both: a sink, or how to read.
+                    let cached = all_cached(&file.file, offset, n as u64);
+                    if zero_copy && cached == Some(true) {
                         return Ok::<_, std::io::Error>(Piece::Cached(offset, n));
                     }
-                    let bytes = tokio::task::spawn_blocking(move || file.read(offset, n, end))
-                        .await
-                        .map_err(std::io::Error::other)??;
+                    let bytes =
+                        tokio::task::spawn_blocking(move || file.read(offset, n, end, cached))
+                            .await
+                            .map_err(std::io::Error::other)??;
                     Ok(Piece::Read(bytes))
                 }
             })
@@ -887,7 +896,8 @@ mod tests {
         ];
         for (offset, n) in cases {
             let want = &bytes[offset..offset + n];
-            let got = served.read(offset as u64, n, end).unwrap();
+            let cached = all_cached(&served.file, offset as u64, n as u64);
+            let got = served.read(offset as u64, n, end, cached).unwrap();
             assert!(got[..] == *want, "served {offset}+{n}");
             if let Some(direct) = &served.direct {
                 let got = read_direct(direct, offset as u64, n).unwrap();
@@ -898,7 +908,7 @@ mod tests {
                 direct: None,
                 size: end,
             };
-            assert!(plain.read(offset as u64, n, end).unwrap()[..] == *want);
+            assert!(plain.read(offset as u64, n, end, cached).unwrap()[..] == *want);
         }
         if let Some(direct) = &served.direct {
             assert!(read_direct(direct, end - 10, 11).is_err(), "past the end");
