@@ -250,14 +250,14 @@ fn copy_range(tcp: &TcpStream, file: &std::fs::File, offset: u64, len: usize) ->
     }
 }
 
-/// Without `sendfile`, the range is read and written (no sink is offered there; this
-/// keeps the stream correct should one ever be).
+/// Off Linux no file range is ever queued: the filesystem backend cannot tell what
+/// is cached there (`storage::fs::all_cached` is `None`), so it reads every chunk.
 #[cfg(not(target_os = "linux"))]
-fn send_file(tcp: &TcpStream, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; len.min(256 * 1024)];
-    let n = file.read_at(&mut buf, offset)?;
-    tcp.try_write(&buf[..n])
+fn send_file(_: &TcpStream, _: &std::fs::File, _: u64, _: usize) -> io::Result<usize> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "file ranges are sent only on Linux",
+    ))
 }
 
 impl AsyncRead for ZeroCopyStream {
