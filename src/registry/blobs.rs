@@ -41,20 +41,23 @@ impl Registry {
         let range = resolve(size).ok_or(Error::RangeNotSatisfiable { size })?;
         let body = match &range {
             Some(r) if r.start >= r.end => Box::pin(futures_util::stream::empty()) as ByteStream,
-            _ => match match sink {
-                Some(sink) => self.blobs.get_sending(digest, range.clone(), sink).await,
-                None => self.blobs.get(digest, range.clone()).await,
-            } {
-                Ok(body) => body,
-                Err(StorageError::NotFound(_)) => {
-                    tracing::error!(%digest, "blob indexed but missing from storage");
-                    return Err(Error::BlobUnknown);
+            _ => {
+                let opened = match sink {
+                    Some(sink) => self.blobs.get_sending(digest, range.clone(), sink).await,
+                    None => self.blobs.get(digest, range.clone()).await,
+                };
+                match opened {
+                    Ok(body) => body,
+                    Err(StorageError::NotFound(_)) => {
+                        tracing::error!(%digest, "blob indexed but missing from storage");
+                        return Err(Error::BlobUnknown);
+                    }
+                    Err(StorageError::RangeNotSatisfiable) => {
+                        return Err(Error::RangeNotSatisfiable { size });
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(StorageError::RangeNotSatisfiable) => {
-                    return Err(Error::RangeNotSatisfiable { size });
-                }
-                Err(e) => return Err(e.into()),
-            },
+            }
         };
         Ok(BlobRead {
             size,
