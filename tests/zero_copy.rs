@@ -47,6 +47,19 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Pushes `data` into `repo` in one `POST ?digest=`; returns its digest.
+async fn push(client: &reqwest::Client, base: &str, repo: &str, data: &[u8]) -> Digest {
+    let digest = Digest::of(Algorithm::Sha256, data);
+    let r = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "push of {} bytes", data.len());
+    digest
+}
+
 async fn file_bytes_sent(client: &reqwest::Client, base: &str) -> u64 {
     let text = client
         .get(format!("{base}/metrics"))
@@ -79,14 +92,7 @@ async fn cached_blobs_go_out_with_sendfile_byte_for_byte() {
     let mut blobs = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
         let data = pattern(size, i as u32 + 1);
-        let digest = Digest::of(Algorithm::Sha256, &data);
-        let r = client
-            .post(format!("{base}/v2/zc/app/blobs/uploads/?digest={digest}"))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "push of {size} bytes");
+        let digest = push(&client, base, "zc/app", &data).await;
         // Into the page cache (uploads are written around it), as a second download
         // would find it.
         let path = server
@@ -185,14 +191,7 @@ async fn uncached_blobs_are_read_and_served_whole() {
     let base = &server.base;
     let client = reqwest::Client::new();
     let data = pattern(3 * 1024 * 1024 + 5, 99);
-    let digest = Digest::of(Algorithm::Sha256, &data);
-    let r = client
-        .post(format!("{base}/v2/zc/cold/blobs/uploads/?digest={digest}"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let digest = push(&client, base, "zc/cold", &data).await;
     let r = client
         .get(format!("{base}/v2/zc/cold/blobs/{digest}"))
         .send()
