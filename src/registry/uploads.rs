@@ -400,8 +400,9 @@ impl Registry {
     }
 
     /// Locks a session against other writers (see [`BlobStore::lock_upload`]) and
-    /// reads it as it stands under the lock. A session is looked up first, so that
-    /// unknown ids take no lock (which may create storage to hold it).
+    /// reads it as it stands under the lock. Where taking the lock would create
+    /// storage (the session's first chunk), the session is looked up first, so that
+    /// unknown ids create nothing.
     ///
     /// [`BlobStore::lock_upload`]: crate::storage::BlobStore::lock_upload
     async fn lock_and_load(
@@ -409,10 +410,17 @@ impl Registry {
         repo: &RepoName,
         id: Uuid,
     ) -> Result<(UploadGuard, UploadRecord, Hasher)> {
-        if self.blobs.locks_uploads() {
-            self.load_upload(repo, id).await?;
-        }
-        let lock = self.blobs.lock_upload(id).await?;
+        let lock = match self.blobs.lock_upload(id, false).await? {
+            Some(lock) => lock,
+            None => {
+                self.load_upload(repo, id).await?;
+                // None: its storage was removed meanwhile, with the session.
+                self.blobs
+                    .lock_upload(id, true)
+                    .await?
+                    .ok_or(Error::BlobUploadUnknown)?
+            }
+        };
         let (record, hasher) = self.load_upload(repo, id).await?;
         Ok((lock, record, hasher))
     }

@@ -231,7 +231,9 @@ impl BlobFile {
                 "upload file holds {len} bytes, the parts before this one {offset}"
             )));
         }
-        file.set_len(offset)?;
+        if len > offset {
+            file.set_len(offset)?;
+        }
         let mut at = offset;
         if let Some(buf) = direct.as_mut() {
             // O_DIRECT writes whole aligned blocks: start at the block holding `offset`,
@@ -300,27 +302,35 @@ impl BlobFile {
     }
 }
 
-/// Takes an exclusive `flock` on `file`, waiting for it (a blocking call).
+/// Takes an exclusive `flock` on `file`: with `wait`, waiting for it (a blocking
+/// call); without, only if no one holds it. Returns whether it was taken.
 #[cfg(unix)]
-fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+fn lock_exclusive(file: &std::fs::File, wait: bool) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
     loop {
         // SAFETY: flock only reads its integer arguments; the descriptor is valid for
         // as long as `file` is borrowed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
         }
         let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock if !wait => return Ok(false),
+            _ => return Err(e),
         }
     }
 }
 
 /// Without `flock`, one process per data directory is assumed and nothing is locked.
 #[cfg(not(unix))]
-fn lock_exclusive(_file: &std::fs::File) -> std::io::Result<()> {
-    Ok(())
+fn lock_exclusive(_file: &std::fs::File, _wait: bool) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -656,18 +666,39 @@ impl BlobStore for FsBlobStore {
         })
     }
 
-    fn locks_uploads(&self) -> bool {
-        true
-    }
-
-    async fn lock_upload(&self, upload: Uuid) -> Result<UploadGuard, StorageError> {
+    async fn lock_upload(
+        &self,
+        upload: Uuid,
+        create: bool,
+    ) -> Result<Option<UploadGuard>, StorageError> {
         let dir = self.path(&StorageKey::Upload(upload));
+        // The usual case, an upload that has its directory and that no one else
+        // holds, is two quick local system calls, made on this thread: a hop to a
+        // blocking thread waited up to milliseconds for a core while uploads kept
+        // both cores busy hashing and writing.
+        match std::fs::File::open(&dir) {
+            Ok(handle) => {
+                if lock_exclusive(&handle, false)? {
+                    // Unlocked when the handle is closed, with the guard.
+                    return Ok(Some(UploadGuard::holding(handle)));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            let handle = std::fs::File::open(&dir)?;
-            lock_exclusive(&handle)?;
-            // Unlocked when the handle is closed, with the guard.
-            Ok(UploadGuard::holding(handle))
+            if create {
+                std::fs::create_dir_all(&dir)?;
+            }
+            let handle = match std::fs::File::open(&dir) {
+                Ok(handle) => handle,
+                // Removed meanwhile: the upload was cancelled or expired.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            lock_exclusive(&handle, true)?;
+            Ok(Some(UploadGuard::holding(handle)))
         })
         .await
     }
@@ -840,6 +871,32 @@ impl BlobStore for FsBlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn upload_locks_create_only_when_asked_and_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let id = Uuid::new_v4();
+        let upload_dir = store.path(&StorageKey::Upload(id));
+        assert!(store.lock_upload(id, false).await.unwrap().is_none());
+        assert!(!upload_dir.exists(), "a lock without create made storage");
+        let held = store.lock_upload(id, true).await.unwrap().expect("created");
+        assert!(upload_dir.is_dir());
+        // A second holder waits (on a blocking thread) until the first lets go.
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move { store.lock_upload(id, false).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished(), "took a lock someone holds");
+        drop(held);
+        let again = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the lock was let go")
+            .unwrap()
+            .unwrap();
+        assert!(again.is_some());
+    }
 
     /// Writes `bytes` to `path` as parts cut at `cuts`, each part fed in uneven pieces,
     /// through O_DIRECT (where the temp directory's filesystem allows it) or forced

@@ -195,17 +195,18 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Holds off every other holder of `upload`'s lock, in any process using the same
     /// store, until the guard is dropped. A shared upload's session is read, a part
-    /// written and the session saved under it. The default takes no lock: backends
-    /// whose parts are independent objects need none (a racing part then loses the
+    /// written and the session saved under it. Taking the lock may need storage for
+    /// the upload: with `create` false, an upload that has none yet is `None` (so that
+    /// callers can check the session exists before creating any); with `create` true
+    /// it is created. The default takes no lock and always answers: backends whose
+    /// parts are independent objects need none (a racing part then loses the
     /// session's compare-and-set and is simply never committed).
-    async fn lock_upload(&self, _upload: Uuid) -> Result<UploadGuard, StorageError> {
-        Ok(UploadGuard::none())
-    }
-
-    /// Whether [`lock_upload`](BlobStore::lock_upload) takes a lock (and may create
-    /// storage to hold it), so that callers look the upload up before locking it.
-    fn locks_uploads(&self) -> bool {
-        false
+    async fn lock_upload(
+        &self,
+        _upload: Uuid,
+        _create: bool,
+    ) -> Result<Option<UploadGuard>, StorageError> {
+        Ok(Some(UploadGuard::none()))
     }
 
     /// Stores a whole blob from `body` under `digest` in one go. The caller's stream
