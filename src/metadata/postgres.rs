@@ -4,48 +4,151 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use deadpool::managed::{self, Metrics, Object, QueueMode, RecycleResult};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 use super::*;
 
-/// How long a pooled connection may sit idle before it is pinged on its way out.
+/// How long a pooled connection may sit idle before it is pinged on its way out of
+/// the pool.
 const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Metadata in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pool: Pool,
+}
+
+/// The connection pool. Not sqlx's own: sqlx (0.8, and 0.9 alike) pings every
+/// connection it takes back, a second round trip to a PostgreSQL backend for every
+/// one-query request. On the benchmark machine that ping held production manifest
+/// GETs and blob HEADs at c=64 to 21-24k req/s (8.7-9.1× Distribution), against
+/// 29-31k (12.2-13.5×) without it (docs/benchmarks.md). sqlx's connections stay
+/// correct without it: each command first drains what an abandoned one left
+/// (`wait_until_ready`), and a dropped transaction queues its ROLLBACK.
+type Pool = managed::Pool<Connector>;
+
+/// Opens connections for the [`Pool`], and checks one that sat idle before it is
+/// handed out again.
+#[derive(Debug)]
+struct Connector {
+    options: PgConnectOptions,
+}
+
+impl managed::Manager for Connector {
+    type Type = PgConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+        PgConnection::connect_with(&self.options).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut PgConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<sqlx::Error> {
+        // A connection that sat idle may have been cut (a database restart, a
+        // proxy's idle timeout): pinged, and replaced if that fails. One in steady
+        // use goes out as it is; one a query broke never comes back (`Conn::fail`).
+        if metrics.last_used() >= PING_IF_IDLE_FOR {
+            conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A connection taken from the pool, that goes back when dropped unless a failure
+/// on it may have left it broken.
+struct Conn(Option<Object<Connector>>);
+
+impl Conn {
+    /// The error `e` of a query on this connection; unless it is one the database
+    /// answered in the normal course (a constraint, a missing row), the connection
+    /// is dropped instead of going back to the pool.
+    fn fail(&mut self, e: sqlx::Error) -> MetadataError {
+        let answered = match &e {
+            sqlx::Error::RowNotFound => true,
+            sqlx::Error::Database(d) => !d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            _ => false,
+        };
+        if !answered {
+            self.discard();
+        }
+        e.into()
+    }
+
+    /// `result` as it is, dropping the connection first if it failed for want of
+    /// the database (see [`fail`](Self::fail)).
+    fn settle<T>(&mut self, result: Result<T>) -> Result<T> {
+        if matches!(
+            result,
+            Err(MetadataError::Unavailable(_) | MetadataError::Database(_))
+        ) {
+            self.discard();
+        }
+        result
+    }
+
+    fn discard(&mut self) {
+        if let Some(object) = self.0.take() {
+            // Taken out of the pool, then closed by being dropped.
+            drop(Object::take(object));
+        }
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        self.0
+            .as_ref()
+            .expect("a discarded connection is not used again")
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.0
+            .as_mut()
+            .expect("a discarded connection is not used again")
+    }
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://user@host:port/db`).
+    /// Connects to the database at `url` (`postgres://user@host:port/db`). No
+    /// connection is opened yet: a replica comes up (and reports itself not ready)
+    /// while the database is still unreachable.
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self> {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| MetadataError::Database(format!("invalid postgres URL: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.acquire_timeout)
-            // sqlx pings every connection it hands out by default: a second round
-            // trip for every one-query request (manifest GET, blob HEAD), which held
-            // their p99 at c=64 to 12-15 ms. Only a connection that sat idle for a
-            // while, and may have been cut (a database restart, a proxy's idle
-            // timeout), is pinged now; one that fails is dropped for another.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            // Start without a connection: a replica comes up (and reports itself not
-            // ready) while the database is still unreachable.
-            .min_connections(0)
-            .connect_lazy_with(connect);
+        let pool = Pool::builder(Connector { options: connect })
+            .max_size(options.max_connections.max(1) as usize)
+            .wait_timeout(Some(options.acquire_timeout))
+            .create_timeout(Some(options.acquire_timeout))
+            .recycle_timeout(Some(options.acquire_timeout))
+            // The connection used last goes out first: under light load one stays
+            // in use (and unpinged) while the others idle.
+            .queue_mode(QueueMode::Lifo)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))?;
         Ok(PostgresStore { pool })
+    }
+
+    /// A connection from the pool.
+    async fn conn(&self) -> Result<Conn> {
+        match self.pool.get().await {
+            Ok(object) => Ok(Conn(Some(object))),
+            Err(managed::PoolError::Backend(e)) => Err(e.into()),
+            Err(e) => Err(MetadataError::Unavailable(format!(
+                "no database connection: {e}"
+            ))),
+        }
     }
 }
 
@@ -56,12 +159,14 @@ impl PostgresStore {
         if digests.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = self.conn().await?;
         let list: Vec<&str> = digests.iter().map(Digest::as_str).collect();
         let rows: Vec<String> = sqlx::query_scalar(sql)
             .bind(list)
             .bind(repo.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         rows.into_iter().map(digest).collect()
     }
 }
@@ -97,7 +202,9 @@ fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
 impl BlobIndex for PostgresStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let linked = async {
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -121,55 +228,68 @@ impl BlobIndex for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(())
+        }
+        .await;
+        conn.settle(linked)
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let mut conn = self.conn().await?;
         let size: Option<i64> = sqlx::query_scalar(
             "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
              WHERE rb.repo = $1 AND rb.digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         Ok(size.map(|s| s as u64))
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let mut conn = self.conn().await?;
         let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
             .bind(digest.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         Ok(size.map(|s| s as u64))
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut conn = self.conn().await?;
         let done = sqlx::query("DELETE FROM repository_blobs WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.as_str())
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        let mut conn = self.conn().await?;
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1::int8 FROM repositories WHERE name = $1")
                 .bind(repo.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| conn.fail(e))?;
         Ok(found.is_some())
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
+        let mut conn = self.conn().await?;
         let joined: Option<String> = sqlx::query_scalar(
             "SELECT string_agg(name, E'\\n') FROM
                (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) s",
         )
         .bind(last.unwrap_or(""))
         .bind(i64::from(n) + 1)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         Ok(page(split_lines(joined), n))
     }
 }
@@ -270,8 +390,9 @@ impl ManifestIndex for PostgresStore {
         tags: &[Tag],
     ) -> Result<()> {
         // One statement, atomic by itself: no BEGIN and COMMIT round trips.
-        let mut conn = self.pool.acquire().await?;
-        put_manifest_in(&mut conn, repo, m, references, tags).await
+        let mut conn = self.conn().await?;
+        let put = put_manifest_in(&mut conn, repo, m, references, tags).await;
+        conn.settle(put)
     }
 
     async fn get_manifest(
@@ -279,13 +400,15 @@ impl ManifestIndex for PostgresStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>> {
+        let mut conn = self.conn().await?;
         let row = sqlx::query(&format!(
             "SELECT {MANIFEST_COLUMNS} FROM manifests m WHERE m.repo = $1 AND m.digest = $2"
         ))
         .bind(repo.as_str())
         .bind(digest.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         row.as_ref().map(manifest_from_row).transpose()
     }
 
@@ -294,6 +417,7 @@ impl ManifestIndex for PostgresStore {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<ManifestRecord>> {
+        let mut conn = self.conn().await?;
         let row = sqlx::query(&format!(
             "SELECT {MANIFEST_COLUMNS} FROM tags t
              JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest
@@ -301,31 +425,37 @@ impl ManifestIndex for PostgresStore {
         ))
         .bind(repo.as_str())
         .bind(tag.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         row.as_ref().map(manifest_from_row).transpose()
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut conn = self.conn().await?;
         // Tags and references go with it (ON DELETE CASCADE).
         let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.as_str())
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let mut conn = self.conn().await?;
         let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
             .bind(repo.as_str())
             .bind(tag.as_str())
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
+        let mut conn = self.conn().await?;
         let joined: Option<String> = sqlx::query_scalar(
             "SELECT string_agg(name, E'\\n') FROM
                (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) s",
@@ -333,8 +463,9 @@ impl ManifestIndex for PostgresStore {
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))
         .bind(i64::from(n) + 1)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         Ok(page(split_lines(joined), n))
     }
 
@@ -346,6 +477,7 @@ impl ManifestIndex for PostgresStore {
         last: Option<&str>,
         n: u32,
     ) -> Result<Page<Referrer>> {
+        let mut conn = self.conn().await?;
         let rows = sqlx::query(
             "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
              WHERE repo = $1 AND subject_digest = $2 AND digest > $3
@@ -358,8 +490,9 @@ impl ManifestIndex for PostgresStore {
         .bind(artifact_type)
         .bind(artifact_type)
         .bind(i64::from(n) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         let items = rows
             .iter()
             .map(|row| {
@@ -450,31 +583,33 @@ impl PackIndex for PostgresStore {
         p: &PackVersionRecord,
         create_only: bool,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        // Publishes of one pack are serialized (the same lock the packs trigger takes),
-        // so the checks below hold until commit.
-        sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
-            .bind(&p.pack_id)
-            .execute(&mut *tx)
-            .await?;
-        if create_only {
-            let taken: Option<i32> = sqlx::query_scalar(
-                "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
+        let mut conn = self.conn().await?;
+        let put = async {
+            let mut tx = conn.begin().await?;
+            // Publishes of one pack are serialized (the same lock the packs trigger takes),
+            // so the checks below hold until commit.
+            sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
+                .bind(&p.pack_id)
+                .execute(&mut *tx)
+                .await?;
+            if create_only {
+                let taken: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
                  UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = $3 AND version = $4",
-            )
-            .bind(p.repository.as_str())
-            .bind(p.tag.as_str())
-            .bind(&p.pack_id)
-            .bind(&p.version)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if taken.is_some() {
-                return Err(MetadataError::Conflict);
+                )
+                .bind(p.repository.as_str())
+                .bind(p.tag.as_str())
+                .bind(&p.pack_id)
+                .bind(&p.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if taken.is_some() {
+                    return Err(MetadataError::Conflict);
+                }
             }
-        }
-        put_manifest_in(&mut tx, repo, m, references, tags).await?;
-        sqlx::query(&format!(
-            "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
+            put_manifest_in(&mut tx, repo, m, references, tags).await?;
+            sqlx::query(&format!(
+                "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                      $17, $18, $19)
              ON CONFLICT (pack_id, version) DO UPDATE SET
@@ -487,30 +622,33 @@ impl PackIndex for PostgresStore {
                 content_media_type = excluded.content_media_type, size = excluded.size,
                 published_at = excluded.published_at, dependencies = excluded.dependencies,
                 members = excluded.members, metadata = excluded.metadata"
-        ))
-        .bind(&p.pack_id)
-        .bind(&p.version)
-        .bind(&p.sort_key)
-        .bind(p.prerelease)
-        .bind(&p.pack_type)
-        .bind(&p.name)
-        .bind(&p.description)
-        .bind(&p.author)
-        .bind(&p.search_text)
-        .bind(p.repository.as_str())
-        .bind(p.tag.as_str())
-        .bind(p.manifest_digest.as_str())
-        .bind(p.content_digest.as_str())
-        .bind(&p.content_media_type)
-        .bind(p.size as i64)
-        .bind(p.published_at)
-        .bind(&p.dependencies)
-        .bind(&p.members)
-        .bind(&p.metadata)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            ))
+            .bind(&p.pack_id)
+            .bind(&p.version)
+            .bind(&p.sort_key)
+            .bind(p.prerelease)
+            .bind(&p.pack_type)
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(&p.author)
+            .bind(&p.search_text)
+            .bind(p.repository.as_str())
+            .bind(p.tag.as_str())
+            .bind(p.manifest_digest.as_str())
+            .bind(p.content_digest.as_str())
+            .bind(&p.content_media_type)
+            .bind(p.size as i64)
+            .bind(p.published_at)
+            .bind(&p.dependencies)
+            .bind(&p.members)
+            .bind(&p.metadata)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        conn.settle(put)
     }
 
     async fn list_packs(
@@ -519,6 +657,7 @@ impl PackIndex for PostgresStore {
         after: Option<&str>,
         n: u32,
     ) -> Result<Page<PackSummaryRecord>> {
+        let mut conn = self.conn().await?;
         // Only the filters given appear in the SQL, so the planner can pick the index
         // that serves them ((type, pack_id), (author, pack_id), the trigram index, pack_id).
         let mut sql = format!("SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id > $1");
@@ -548,7 +687,11 @@ impl PackIndex for PostgresStore {
         if let Some(q) = q {
             query = query.bind(like_substring(q));
         }
-        let rows = query.bind(i64::from(n) + 1).fetch_all(&self.pool).await?;
+        let rows = query
+            .bind(i64::from(n) + 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         let items = rows
             .iter()
             .map(pack_summary_from_row)
@@ -557,23 +700,27 @@ impl PackIndex for PostgresStore {
     }
 
     async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
+        let mut conn = self.conn().await?;
         let row = sqlx::query(&format!(
             "SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id = $1"
         ))
         .bind(pack_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         row.as_ref().map(pack_summary_from_row).transpose()
     }
 
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
+        let mut conn = self.conn().await?;
         let rows = sqlx::query(&format!(
             "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1
              ORDER BY sort_key DESC, version DESC"
         ))
         .bind(pack_id)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         rows.iter().map(pack_version_from_row).collect()
     }
 
@@ -582,17 +729,20 @@ impl PackIndex for PostgresStore {
         pack_id: &str,
         version: &str,
     ) -> Result<Option<PackVersionRecord>> {
+        let mut conn = self.conn().await?;
         let row = sqlx::query(&format!(
             "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1 AND version = $2"
         ))
         .bind(pack_id)
         .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         row.as_ref().map(pack_version_from_row).transpose()
     }
 
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
+        let mut conn = self.conn().await?;
         // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
         // by trigger.
         let done = sqlx::query(
@@ -601,8 +751,9 @@ impl PackIndex for PostgresStore {
         )
         .bind(pack_id)
         .bind(version)
-        .execute(&self.pool)
-        .await?;
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -629,6 +780,7 @@ fn parts_json(parts: &[PartInfo]) -> String {
 #[async_trait]
 impl UploadIndex for PostgresStore {
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
+        let mut conn = self.conn().await?;
         sqlx::query(
             "INSERT INTO uploads (id, repo, \"offset\", hash_state, parts, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -640,24 +792,28 @@ impl UploadIndex for PostgresStore {
         .bind(parts_json(&u.parts))
         .bind(u.created_at)
         .bind(u.updated_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         Ok(())
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
+        let mut conn = self.conn().await?;
         let row = sqlx::query(
             "SELECT id, repo, \"offset\", hash_state, parts, created_at, updated_at
              FROM uploads WHERE id = $1 AND repo = $2",
         )
         .bind(id.to_string())
         .bind(repo.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         row.as_ref().map(upload_from_row).transpose()
     }
 
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
+        let mut conn = self.conn().await?;
         let done = sqlx::query(
             "UPDATE uploads SET \"offset\" = $1, hash_state = $2, parts = $3, updated_at = $4
              WHERE id = $5 AND \"offset\" = $6",
@@ -668,8 +824,9 @@ impl UploadIndex for PostgresStore {
         .bind(u.updated_at)
         .bind(u.id.to_string())
         .bind(expected_offset as i64)
-        .execute(&self.pool)
-        .await?;
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         if done.rows_affected() == 1 {
             Ok(())
         } else {
@@ -678,31 +835,37 @@ impl UploadIndex for PostgresStore {
     }
 
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
+        let mut conn = self.conn().await?;
         let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
+        let mut conn = self.conn().await?;
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
         )
         .bind(updated_before)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| conn.fail(e))?;
         ids.iter()
             .map(|id| Uuid::parse_str(id).map_err(|e| MetadataError::Corrupt(e.to_string())))
             .collect()
     }
 
     async fn upload_exists(&self, id: Uuid) -> Result<bool> {
+        let mut conn = self.conn().await?;
         let found: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE id = $1")
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
         Ok(found.is_some())
     }
 }
@@ -710,18 +873,24 @@ impl UploadIndex for PostgresStore {
 #[async_trait]
 impl MetadataStore for PostgresStore {
     async fn migrate(&self) -> Result<()> {
-        super::migrations::postgres()
+        let mut conn = self.conn().await?;
+        let migrated = super::migrations::postgres()
             .await
-            .run(&self.pool)
+            .run_direct(&mut *conn)
             .await
-            .map_err(|e| MetadataError::Database(format!("migration failed: {e}")))
+            .map_err(|e| MetadataError::Database(format!("migration failed: {e}")));
+        conn.settle(migrated)
     }
 
     async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
-            .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
+            .map_err(|e| match conn.fail(e) {
+                unavailable @ MetadataError::Unavailable(_) => unavailable,
+                other => MetadataError::Unavailable(other.to_string()),
+            })?;
         Ok(())
     }
 }
@@ -732,7 +901,7 @@ impl super::suite::Inspect for PostgresStore {
     async fn reference_rows(&self, repo: &str) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM manifest_references WHERE repo = $1")
             .bind(repo)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await.expect("a connection"))
             .await
             .expect("count manifest references")
     }

@@ -1352,7 +1352,7 @@ mod sqlite_memory {
 mod postgres {
     use sqlx::{Connection, PgConnection};
 
-    use crate::metadata::{MetadataStore, PoolOptions, PostgresStore};
+    use crate::metadata::{BlobIndex, MetadataStore, PoolOptions, PostgresStore};
 
     const URL_VAR: &str = "PACKS_TEST_POSTGRES_URL";
 
@@ -1455,6 +1455,54 @@ mod postgres {
     }
 
     metadata_suite!(open);
+
+    /// A connection the server cuts while it is in steady use (so it is not pinged on
+    /// its way out of the pool) fails one request, and is not handed out again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_cut_in_use_fails_once_then_is_replaced() {
+        let Some((url, guard)) = create_database().await else {
+            return;
+        };
+        let options = PoolOptions {
+            max_connections: 1,
+            ..PoolOptions::default()
+        };
+        let store = PostgresStore::connect(&url, &options)
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        let repo = crate::names::RepoName::parse("cut/conn").expect("name");
+        assert!(!store.repository_exists(&repo).await.expect("first query"));
+        let mut admin = PgConnection::connect(&guard.admin_url)
+            .await
+            .expect("admin");
+        let cut: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&guard.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate the store's connection");
+        assert_eq!(cut, [true], "the store held one connection");
+        admin.close().await.ok();
+        // The pool's one connection is now dead, and was used a moment ago.
+        let failed = store.repository_exists(&repo).await;
+        assert!(
+            matches!(failed, Err(crate::metadata::MetadataError::Unavailable(_))),
+            "{failed:?}"
+        );
+        for _ in 0..3 {
+            assert!(
+                !store
+                    .repository_exists(&repo)
+                    .await
+                    .expect("a new connection")
+            );
+        }
+        drop(store);
+        drop(guard);
+    }
 
     /// Replicas starting together on a fresh database migrate it once, all succeeding.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
