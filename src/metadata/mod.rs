@@ -53,17 +53,20 @@ impl From<sqlx::Error> for MetadataError {
                 MetadataError::Unavailable(e.to_string())
             }
             sqlx::Error::Tls(_) => MetadataError::Unavailable(e.to_string()),
-            // The server going away under an open connection: "connection exception"
-            // (08) and "operator intervention" (57, e.g. shutting down) SQLSTATEs.
-            sqlx::Error::Database(ref d)
-                if d.code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
-            {
+            sqlx::Error::Database(ref d) if server_went_away(d.as_ref()) => {
                 MetadataError::Unavailable(e.to_string())
             }
             other => MetadataError::Database(other.to_string()),
         }
     }
+}
+
+/// Whether the database's error says the server went away under an open connection:
+/// the "connection exception" (08) and "operator intervention" (57, e.g. shutting
+/// down) SQLSTATE classes.
+pub(crate) fn server_went_away(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code()
+        .is_some_and(|c| c.starts_with("08") || c.starts_with("57"))
 }
 
 /// Result alias of the metadata layer.

@@ -71,9 +71,7 @@ impl Conn {
     fn fail(&mut self, e: sqlx::Error) -> MetadataError {
         let answered = match &e {
             sqlx::Error::RowNotFound => true,
-            sqlx::Error::Database(d) => !d
-                .code()
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            sqlx::Error::Database(d) => !server_went_away(d.as_ref()),
             _ => false,
         };
         if !answered {
@@ -198,38 +196,47 @@ fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
     Page { items, more }
 }
 
+/// Links `digest` into `repo` on `conn`, in a transaction of its own.
+async fn link_blob_in(
+    conn: &mut PgConnection,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    let now = now_millis();
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(digest.as_str())
+    .bind(size as i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO repository_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(digest.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 #[async_trait]
 impl BlobIndex for PostgresStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let now = now_millis();
         let mut conn = self.conn().await?;
-        let linked = async {
-        let mut tx = conn.begin().await?;
-        sqlx::query(
-            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(digest.as_str())
-            .bind(size as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO repository_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-        }
-        .await;
+        let linked = link_blob_in(&mut conn, repo, digest, size).await;
         conn.settle(linked)
     }
 
@@ -572,6 +579,79 @@ fn like_substring(text: &str) -> String {
     out
 }
 
+/// [`PackIndex::put_pack_manifest`] on `conn`, in a transaction of its own.
+async fn put_pack_manifest_in(
+    conn: &mut PgConnection,
+    repo: &RepoName,
+    m: &ManifestRecord,
+    references: &[(Digest, ReferenceKind)],
+    tags: &[Tag],
+    p: &PackVersionRecord,
+    create_only: bool,
+) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    // Publishes of one pack are serialized (the same lock the packs trigger takes),
+    // so the checks below hold until commit.
+    sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
+        .bind(&p.pack_id)
+        .execute(&mut *tx)
+        .await?;
+    if create_only {
+        let taken: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
+             UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = $3 AND version = $4",
+        )
+        .bind(p.repository.as_str())
+        .bind(p.tag.as_str())
+        .bind(&p.pack_id)
+        .bind(&p.version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(MetadataError::Conflict);
+        }
+    }
+    put_manifest_in(&mut tx, repo, m, references, tags).await?;
+    sqlx::query(&format!(
+        "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                 $17, $18, $19)
+         ON CONFLICT (pack_id, version) DO UPDATE SET
+            sort_key = excluded.sort_key, prerelease = excluded.prerelease,
+            type = excluded.type, name = excluded.name,
+            description = excluded.description, author = excluded.author,
+            search_text = excluded.search_text, repository = excluded.repository,
+            tag = excluded.tag, manifest_digest = excluded.manifest_digest,
+            content_digest = excluded.content_digest,
+            content_media_type = excluded.content_media_type, size = excluded.size,
+            published_at = excluded.published_at, dependencies = excluded.dependencies,
+            members = excluded.members, metadata = excluded.metadata"
+    ))
+    .bind(&p.pack_id)
+    .bind(&p.version)
+    .bind(&p.sort_key)
+    .bind(p.prerelease)
+    .bind(&p.pack_type)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(&p.author)
+    .bind(&p.search_text)
+    .bind(p.repository.as_str())
+    .bind(p.tag.as_str())
+    .bind(p.manifest_digest.as_str())
+    .bind(p.content_digest.as_str())
+    .bind(&p.content_media_type)
+    .bind(p.size as i64)
+    .bind(p.published_at)
+    .bind(&p.dependencies)
+    .bind(&p.members)
+    .bind(&p.metadata)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 #[async_trait]
 impl PackIndex for PostgresStore {
     async fn put_pack_manifest(
@@ -584,70 +664,7 @@ impl PackIndex for PostgresStore {
         create_only: bool,
     ) -> Result<()> {
         let mut conn = self.conn().await?;
-        let put = async {
-            let mut tx = conn.begin().await?;
-            // Publishes of one pack are serialized (the same lock the packs trigger takes),
-            // so the checks below hold until commit.
-            sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
-                .bind(&p.pack_id)
-                .execute(&mut *tx)
-                .await?;
-            if create_only {
-                let taken: Option<i32> = sqlx::query_scalar(
-                    "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
-                 UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = $3 AND version = $4",
-                )
-                .bind(p.repository.as_str())
-                .bind(p.tag.as_str())
-                .bind(&p.pack_id)
-                .bind(&p.version)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if taken.is_some() {
-                    return Err(MetadataError::Conflict);
-                }
-            }
-            put_manifest_in(&mut tx, repo, m, references, tags).await?;
-            sqlx::query(&format!(
-                "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, $18, $19)
-             ON CONFLICT (pack_id, version) DO UPDATE SET
-                sort_key = excluded.sort_key, prerelease = excluded.prerelease,
-                type = excluded.type, name = excluded.name,
-                description = excluded.description, author = excluded.author,
-                search_text = excluded.search_text, repository = excluded.repository,
-                tag = excluded.tag, manifest_digest = excluded.manifest_digest,
-                content_digest = excluded.content_digest,
-                content_media_type = excluded.content_media_type, size = excluded.size,
-                published_at = excluded.published_at, dependencies = excluded.dependencies,
-                members = excluded.members, metadata = excluded.metadata"
-            ))
-            .bind(&p.pack_id)
-            .bind(&p.version)
-            .bind(&p.sort_key)
-            .bind(p.prerelease)
-            .bind(&p.pack_type)
-            .bind(&p.name)
-            .bind(&p.description)
-            .bind(&p.author)
-            .bind(&p.search_text)
-            .bind(p.repository.as_str())
-            .bind(p.tag.as_str())
-            .bind(p.manifest_digest.as_str())
-            .bind(p.content_digest.as_str())
-            .bind(&p.content_media_type)
-            .bind(p.size as i64)
-            .bind(p.published_at)
-            .bind(&p.dependencies)
-            .bind(&p.members)
-            .bind(&p.metadata)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
+        let put = put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only).await;
         conn.settle(put)
     }
 
