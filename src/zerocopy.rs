@@ -86,6 +86,13 @@ impl Listener for ZeroCopyListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (tcp, addr) = Listener::accept(&mut self.inner).await;
+        // A zero-copy response is two writes, the head and then the file range, and
+        // with Nagle's algorithm on the second one (when smaller than a segment) waits
+        // for the first's ACK, which the client delays: a cached 4 KiB range took
+        // 43 ms instead of under 1. Every response goes out as soon as it is written.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
         (ZeroCopyStream::new(tcp, self.sent.clone()), addr)
     }
 
@@ -333,6 +340,17 @@ mod tests {
             ZeroCopyStream::new(server.unwrap().0, Counter::default()),
             client.unwrap(),
         )
+    }
+
+    /// Connections come with Nagle's algorithm off (see [`ZeroCopyListener::accept`]).
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let mut listener = ZeroCopyListener::new(inner, Counter::default());
+        let (client, (ours, _)) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        assert!(ours.tcp.nodelay().unwrap());
+        assert!(!client.unwrap().nodelay().unwrap(), "off unless set");
     }
 
     fn file_with(bytes: &[u8]) -> Arc<std::fs::File> {
