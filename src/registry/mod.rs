@@ -115,6 +115,7 @@ impl From<StorageError> for Error {
             StorageError::RangeNotSatisfiable => Error::RangeNotSatisfiable { size: 0 },
             StorageError::Body(e) => Error::Body(e.to_string()),
             StorageError::Unavailable(m) => Error::Unavailable(format!("object store: {m}")),
+            StorageError::Lost(m) => Error::BlobUploadInvalid(m),
             StorageError::Other(m) => Error::Internal(format!("storage: {m}")),
         }
     }

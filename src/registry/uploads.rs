@@ -524,9 +524,10 @@ impl Registry {
                 self.meta.delete_upload(id).await?;
                 Ok(size)
             }
-            Err(e @ Error::DigestInvalid(_)) => {
-                // Nothing is stored under a digest the bytes do not have; the session
-                // is spent (as in Distribution) and its parts are removed.
+            Err(e @ (Error::DigestInvalid(_) | Error::BlobUploadInvalid(_))) => {
+                // Nothing is stored under a digest the bytes do not have (as sent, or
+                // as a machine crash left them: StorageError::Lost); the session is
+                // spent (as in Distribution) and its parts are removed.
                 self.meta.delete_upload(id).await?;
                 self.discard(id).await;
                 Err(e)

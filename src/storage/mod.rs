@@ -49,6 +49,10 @@ pub enum StorageError {
     /// The backend could not be reached or failed.
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
+    /// An upload's stored bytes no longer match what was written (a machine crash
+    /// lost writes that had not been synced): the upload has to start again.
+    #[error("upload lost: {0}")]
+    Lost(String),
     /// Any other backend failure.
     #[error("storage: {0}")]
     Other(String),
@@ -170,7 +174,9 @@ impl UploadGuard {
 /// The contract every blob backend honours.
 ///
 /// Parts are written whole or not at all from the caller's point of view: when
-/// [`put_part`](BlobStore::put_part) returns `Ok`, the part is durable; when it returns
+/// [`put_part`](BlobStore::put_part) returns `Ok`, the part is stored (durable, or, on
+/// the filesystem, surviving anything but a machine crash, which the commit then
+/// detects: [`StorageError::Lost`]); when it returns
 /// an error, the caller forgets the part (the backend may leave garbage under the
 /// upload's prefix, which [`abort`](BlobStore::abort) removes).
 #[async_trait]
@@ -181,7 +187,8 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 
     /// Stores the next part (`number`, counting from 0) of `upload` from `body`; the
-    /// parts before it hold `offset` bytes in all. Returns once the bytes are durable.
+    /// parts before it hold `offset` bytes in all. Returns once the bytes are stored (see
+    /// the trait's docs).
     /// A `body` that fails is [`StorageError::Body`], and nothing of it is ever
     /// readable as a blob. Parts of one upload are written one at a time, under
     /// [`lock_upload`](BlobStore::lock_upload) when the upload is shared.
@@ -234,7 +241,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// (no parts at all make the empty blob). The caller has already verified that the
     /// parts hash to `digest`. If the blob already exists the parts are simply removed;
     /// concurrent commits of one digest from different uploads all succeed. After `Ok`,
-    /// the blob is durable.
+    /// the blob is durable. Parts a machine crash may have lost are checked against
+    /// `digest` first, and are [`StorageError::Lost`] if they no longer match it.
     async fn commit(
         &self,
         upload: Uuid,
