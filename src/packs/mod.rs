@@ -469,7 +469,8 @@ async fn publish_inner(state: &AppState, request: Request) -> Result<Response, A
     let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
 
     // Parts in either order: a manifest first is checked before any content is read
-    // (fail fast); content first is staged, then published once the manifest arrives.
+    // (fail fast); the content is staged, and the pack published only once the form
+    // has ended with nothing but the two parts (a part after them is refused too).
     let mut manifest: Option<bytes::Bytes> = None;
     let mut staged: Option<(PackContent, Option<String>)> = None;
     let published = loop {
@@ -481,15 +482,25 @@ async fn publish_inner(state: &AppState, request: Request) -> Result<Response, A
             }
         };
         let Some(field) = field else {
-            discard(state, staged.take()).await;
-            let missing = if manifest.is_none() {
-                "manifest"
-            } else {
-                "content"
-            };
-            return Err(ApiError::bad_request(format!(
-                "the {missing} part is missing"
-            )));
+            match (&manifest, staged.take()) {
+                (Some(m), Some((content, media_type))) => {
+                    break state
+                        .registry
+                        .publish_pack(m, content, media_type.as_deref())
+                        .await?;
+                }
+                (_, staged) => {
+                    discard(state, staged).await;
+                    let missing = if manifest.is_none() {
+                        "manifest"
+                    } else {
+                        "content"
+                    };
+                    return Err(ApiError::bad_request(format!(
+                        "the {missing} part is missing"
+                    )));
+                }
+            }
         };
         match field.name() {
             Some("manifest") if manifest.is_none() => {
@@ -500,30 +511,16 @@ async fn publish_inner(state: &AppState, request: Request) -> Result<Response, A
                         return Err(multipart_error(e));
                     }
                 };
-                if let Some((content, media_type)) = staged.take() {
-                    break state
-                        .registry
-                        .publish_staged_pack(&bytes, content, media_type.as_deref())
-                        .await?;
+                if staged.is_none() {
+                    state.registry.check_pack_manifest(&bytes).await?;
                 }
-                state.registry.check_pack_manifest(&bytes).await?;
                 manifest = Some(bytes);
             }
             Some("content") if staged.is_none() => {
                 let media_type = content_media_type(&field);
                 let stream: ByteStream = field.map_err(std::io::Error::other).boxed();
-                match &manifest {
-                    Some(m) => {
-                        break state
-                            .registry
-                            .publish_pack(m, stream, media_type.as_deref())
-                            .await?;
-                    }
-                    None => {
-                        let content = state.registry.stage_pack_content(stream).await?;
-                        staged = Some((content, media_type));
-                    }
-                }
+                let content = state.registry.stage_pack_content(stream).await?;
+                staged = Some((content, media_type));
             }
             other => {
                 discard(state, staged.take()).await;

@@ -740,29 +740,16 @@ impl Registry {
     }
 
     /// Publishes a pack: checks the pack manifest (`manifest_json`) and its
-    /// dependencies, streams `content` (hashing it, up to the configured limit), and
-    /// stores the content blob, the config blob and the OCI manifest in
-    /// `<prefix><packId>` under the version's tag, indexed, in one final transaction.
+    /// dependencies, and stores the content blob (staged beforehand by
+    /// [`stage_pack_content`](Self::stage_pack_content), which hashed it up to the
+    /// configured limit), the config blob and the OCI manifest in `<prefix><packId>`
+    /// under the version's tag, indexed, in one final transaction. The content is
+    /// consumed: published or discarded.
     ///
     /// The same version again with the same content and fields is `created: false`;
     /// with anything different it is [`Error::PackConflict`]. When anything fails,
     /// nothing new is visible (blobs already written are left to garbage collection).
     pub async fn publish_pack(
-        &self,
-        manifest_json: &[u8],
-        content: ByteStream,
-        content_media_type: Option<&str>,
-    ) -> Result<PublishedPack> {
-        let (pack, repo) = self.checked_pack(manifest_json).await?;
-        let content = self.stage_pack_content(content).await?;
-        self.publish_checked(&pack, &repo, content, content_media_type)
-            .await
-    }
-
-    /// [`publish_pack`](Self::publish_pack) with content staged beforehand (a form
-    /// whose content part comes before its manifest). The content is consumed: published
-    /// or discarded.
-    pub async fn publish_staged_pack(
         &self,
         manifest_json: &[u8],
         content: PackContent,
