@@ -445,6 +445,14 @@ fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Maps an error opening `path`: a missing file is [`StorageError::NotFound`].
+fn not_found_at(path: &Path) -> impl Fn(std::io::Error) -> StorageError + Copy + '_ {
+    move |e| match e.kind() {
+        std::io::ErrorKind::NotFound => StorageError::NotFound(path.display().to_string()),
+        _ => e.into(),
+    }
+}
+
 /// A blob opened for serving: the usual handle, and (Linux, where the filesystem
 /// allows it) an `O_DIRECT` one for what the page cache does not hold.
 struct ServedFile {
@@ -457,10 +465,7 @@ struct ServedFile {
 impl ServedFile {
     /// Opens `path` for serving; a missing file is [`StorageError::NotFound`].
     fn open(path: &Path) -> Result<Self, StorageError> {
-        let not_found = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound => StorageError::NotFound(path.display().to_string()),
-            _ => e.into(),
-        };
+        let not_found = not_found_at(path);
         let file = std::fs::File::open(path).map_err(not_found)?;
         let direct =
             open_direct(std::fs::OpenOptions::new().read(true), path).map_err(not_found)?;
@@ -478,10 +483,7 @@ impl ServedFile {
     /// and `fstat` then need nothing more.
     #[cfg(target_os = "linux")]
     fn open_cached(path: &Path) -> Option<Result<Self, StorageError>> {
-        let not_found = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound => StorageError::NotFound(path.display().to_string()),
-            _ => e.into(),
-        };
+        let not_found = not_found_at(path);
         let file = match open_cached(path, libc::O_RDONLY)? {
             Ok(file) => file,
             Err(e) => return Some(Err(not_found(e))),
