@@ -11,6 +11,16 @@ use uuid::Uuid;
 
 use super::*;
 
+/// From this page size on, tags are first read in no order (see `list_tags`). For a
+/// long listing PostgreSQL reads the rows in the order they lie in the table (a
+/// bitmap scan) and then sorts them, and that sort is slowest when the rows lie in
+/// another order than their names, as tags pushed concurrently do: 10,000 such tags
+/// took 7.0 ms sorted there and 3.0-4.0 ms read unsorted and sorted here (psql;
+/// split_lines sorts 10,000 names in well under a millisecond; regbench's production
+/// tags/list of 10,000 tags, p50: 4.40 and 5.83 ms before, 4.11 and 4.22 ms after).
+/// Smaller pages come from an ordered index scan that stops after the page.
+const UNORDERED_TAGS_FROM: u32 = 1000;
+
 /// How long a pooled connection may sit idle before it is pinged on its way out of
 /// the pool.
 const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -463,6 +473,24 @@ impl ManifestIndex for PostgresStore {
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let mut conn = self.conn().await?;
+        if n >= UNORDERED_TAGS_FROM {
+            // Read in no order, sorted by `split_lines`; only if more than `n` tags
+            // remain does the ordered query below read the page again.
+            let joined: Option<String> = sqlx::query_scalar(
+                "SELECT string_agg(name, E'\\n') FROM
+                   (SELECT name FROM tags WHERE repo = $1 AND name > $2 LIMIT $3) s",
+            )
+            .bind(repo.as_str())
+            .bind(last.unwrap_or(""))
+            .bind(i64::from(n) + 1)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))?;
+            let names = split_lines(joined);
+            if names.len() <= n as usize {
+                return Ok(page(names, n));
+            }
+        }
         let joined: Option<String> = sqlx::query_scalar(
             "SELECT string_agg(name, E'\\n') FROM
                (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) s",
@@ -926,5 +954,12 @@ impl super::suite::Inspect for PostgresStore {
             .fetch_one(&mut *self.conn().await.expect("a connection"))
             .await
             .expect("count manifest references")
+    }
+
+    async fn analyze(&self) {
+        sqlx::query("ANALYZE")
+            .execute(&mut *self.conn().await.expect("a connection"))
+            .await
+            .expect("analyze");
     }
 }

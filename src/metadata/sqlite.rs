@@ -817,4 +817,11 @@ impl super::suite::Inspect for SqliteStore {
             .await
             .expect("count manifest references")
     }
+
+    async fn analyze(&self) {
+        sqlx::query("ANALYZE")
+            .execute(&self.writer)
+            .await
+            .expect("analyze");
+    }
 }

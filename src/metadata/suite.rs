@@ -25,6 +25,9 @@ use crate::storage::PartInfo;
 pub(crate) trait Inspect: MetadataStore {
     /// Number of `manifest_references` rows in `repo`.
     async fn reference_rows(&self, repo: &str) -> i64;
+
+    /// Brings the planner's statistics up to date, as autovacuum would after a while.
+    async fn analyze(&self);
 }
 
 // ---------------------------------------------------------------------------------
@@ -456,7 +459,7 @@ pub(crate) async fn delete_manifest_removes_tags_and_references(s: &dyn Inspect)
 }
 
 /// Tags list in byte order (not a linguistic or numeric one) and page by `n` and `last`.
-pub(crate) async fn list_tags_byte_order_and_pages(s: &dyn MetadataStore) {
+pub(crate) async fn list_tags_byte_order_and_pages(s: &dyn Inspect) {
     let r = repo("packs/ordered");
     assert_eq!(s.list_tags(&r, None, 10).await.unwrap(), page(&[], false));
     let names = [
@@ -521,6 +524,44 @@ pub(crate) async fn list_tags_byte_order_and_pages(s: &dyn MetadataStore) {
     for n in [1, 2, 3, 4, 8, 9, 10] {
         assert_eq!(all_tags(s, &r, n).await, sorted, "pages of {n}");
     }
+
+    // Long pages (PostgreSQL reads those in no order first, then pages again in
+    // order when more than the page remains). The tags are pushed as 150 manifests of
+    // 10 tags each, the tens in shuffled order, so that they lie out of order in the
+    // table; with fresh statistics PostgreSQL then reads them in that order.
+    let many = repo("packs/many");
+    let mut names: Vec<String> = Vec::new();
+    for push in 0..150u32 {
+        let tens = push * 7 % 150;
+        let batch: Vec<String> = (0..10).map(|i| format!("t{:04}", tens * 10 + i)).collect();
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        put(s, &many, &manifest(&format!("many{push}")), &refs).await;
+        names.extend(batch);
+    }
+    s.analyze().await;
+    let mut sorted: Vec<String> = names.clone();
+    sorted.sort_unstable();
+    let whole = s.list_tags(&many, None, 1_500).await.unwrap();
+    assert_eq!(
+        (whole.items.as_slice(), whole.more),
+        (sorted.as_slice(), false)
+    );
+    let first = s.list_tags(&many, None, 1_200).await.unwrap();
+    assert_eq!(
+        (first.items.as_slice(), first.more),
+        (&sorted[..1_200], true)
+    );
+    let rest = s.list_tags(&many, Some("t0999"), 1_000).await.unwrap();
+    assert_eq!(
+        (rest.items.as_slice(), rest.more),
+        (&sorted[1_000..], false)
+    );
+    let middle = s.list_tags(&many, Some("t0099"), 1_000).await.unwrap();
+    assert_eq!(
+        (middle.items.as_slice(), middle.more),
+        (&sorted[100..1_100], true)
+    );
+    assert_eq!(all_tags(s, &many, 1_000).await, sorted, "pages of 1000");
     assert_eq!(
         s.list_tags(&repo("packs/none"), None, 10).await.unwrap(),
         page(&[], false)
