@@ -473,35 +473,30 @@ impl ManifestIndex for PostgresStore {
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let mut conn = self.conn().await?;
-        if n >= UNORDERED_TAGS_FROM {
-            // Read in no order, sorted by `split_lines`; only if more than `n` tags
-            // remain does the ordered query below read the page again.
-            let joined: Option<String> = sqlx::query_scalar(
+        let mut ordered = n < UNORDERED_TAGS_FROM;
+        loop {
+            let sql = if ordered {
                 "SELECT string_agg(name, E'\\n') FROM
-                   (SELECT name FROM tags WHERE repo = $1 AND name > $2 LIMIT $3) s",
-            )
-            .bind(repo.as_str())
-            .bind(last.unwrap_or(""))
-            .bind(i64::from(n) + 1)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| conn.fail(e))?;
+                   (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) s"
+            } else {
+                "SELECT string_agg(name, E'\\n') FROM
+                   (SELECT name FROM tags WHERE repo = $1 AND name > $2 LIMIT $3) s"
+            };
+            let joined: Option<String> = sqlx::query_scalar(sql)
+                .bind(repo.as_str())
+                .bind(last.unwrap_or(""))
+                .bind(i64::from(n) + 1)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| conn.fail(e))?;
             let names = split_lines(joined);
-            if names.len() <= n as usize {
+            // Read in no order (and sorted by split_lines), the names are the page
+            // only if they are every tag that remains; else the ordered query reads it.
+            if ordered || names.len() <= n as usize {
                 return Ok(page(names, n));
             }
+            ordered = true;
         }
-        let joined: Option<String> = sqlx::query_scalar(
-            "SELECT string_agg(name, E'\\n') FROM
-               (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) s",
-        )
-        .bind(repo.as_str())
-        .bind(last.unwrap_or(""))
-        .bind(i64::from(n) + 1)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(page(split_lines(joined), n))
     }
 
     async fn list_referrers(
