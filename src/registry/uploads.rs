@@ -87,13 +87,7 @@ struct HashWorker {
 }
 
 /// Bytes queued for the hashing thread at most before the request stream waits.
-///
-/// Hashing is the slowest stage, so this bounds how far the reading runs ahead of it.
-/// With 8 MiB, an 8 MiB PATCH's body was read in one burst (2.5-4.6 ms) while the
-/// client, the socket reader, the writer and the hasher all wanted the two cores, and
-/// the hashing went on alone after it; with 2 MiB the reading keeps step with the
-/// hashing (docs/benchmarks.md, seventh session).
-const HASH_QUEUE_BYTES: usize = 2 * 1024 * 1024;
+const HASH_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 
 impl HashWorker {
     fn start(mut hasher: Hasher) -> Self {

@@ -196,11 +196,8 @@ fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 /// size in common use).
 const DIRECT_ALIGN: usize = 4096;
 
-/// Bytes gathered before one `O_DIRECT` write. While one block is written (by
-/// [`DirectIo`]) the next is filled; the last block of a part is written after the
-/// request's last byte, so a smaller block shortens every PATCH. 512 KiB blocks written
-/// in line, one at a time, had been slower than 2 MiB ones (docs/benchmarks.md).
-const DIRECT_CHUNK: usize = 1024 * 1024;
+/// Bytes gathered before one `O_DIRECT` write.
+const DIRECT_CHUNK: usize = 2 * 1024 * 1024;
 
 /// A file being written from start to end, either through the page cache or with
 /// `O_DIRECT` (Linux).
@@ -214,24 +211,13 @@ const DIRECT_CHUNK: usize = 1024 * 1024;
 /// `O_DIRECT` (tmpfs, some network filesystems) get the buffered path.
 struct BlobFile {
     file: std::fs::File,
-    /// The `O_DIRECT` state, when the file was opened with `O_DIRECT`.
-    direct: Option<Direct>,
+    /// Aligned staging buffer, when the file was opened with `O_DIRECT`.
+    direct: Option<AlignedBuf>,
     /// Where this writer started, and the end of what it was given so far.
     start: u64,
     end: u64,
     /// End of what early writeback was started for (page-cache path).
     handed: u64,
-}
-
-/// The `O_DIRECT` side of a [`BlobFile`].
-struct Direct {
-    /// The block being filled.
-    buf: AlignedBuf,
-    /// The file offset of `buf`'s first byte.
-    at: u64,
-    /// Writes full blocks while the next one is filled; started with the first full
-    /// block, so that a small part is written on the caller's thread alone.
-    io: Option<DirectIo>,
 }
 
 /// A heap buffer of [`DIRECT_CHUNK`] bytes whose start is [`DIRECT_ALIGN`]-aligned.
@@ -252,15 +238,6 @@ impl AlignedBuf {
         }
     }
 
-    /// A placeholder that holds no memory.
-    fn none() -> Self {
-        AlignedBuf {
-            raw: Vec::new(),
-            start: 0,
-            filled: 0,
-        }
-    }
-
     fn space(&mut self) -> &mut [u8] {
         &mut self.raw[self.start + self.filled..self.start + DIRECT_CHUNK]
     }
@@ -270,102 +247,6 @@ impl AlignedBuf {
         let len = self.filled.next_multiple_of(DIRECT_ALIGN);
         self.raw[self.start + self.filled..self.start + len].fill(0);
         &self.raw[self.start..self.start + len]
-    }
-}
-
-/// Full [`DIRECT_CHUNK`] blocks handed to a [`DirectIo`] and not yet written, at most,
-/// while the next block is filled: two buffers per file in all.
-const DIRECT_IN_FLIGHT: usize = 1;
-
-/// Writes a [`BlobFile`]'s full `O_DIRECT` blocks on a thread of its own.
-///
-/// An `O_DIRECT` write returns when the disk has the block, and copying the request's
-/// bytes into the block takes time of its own. Done one after the other on one thread,
-/// the writer of an 8 MiB PATCH finished 3.4-10.7 ms after the body had been read, on
-/// a machine whose disk takes 2 MiB blocks at 1.2-2.0 GB/s and whose hashing runs at
-/// 1.44 GB/s (docs/benchmarks.md, seventh session). Here the copy into one block
-/// overlaps the write of the one before.
-struct DirectIo {
-    jobs: Option<std::sync::mpsc::Sender<(AlignedBuf, u64)>>,
-    /// Each written block comes back to be filled again, or the write's error.
-    done: std::sync::mpsc::Receiver<std::io::Result<AlignedBuf>>,
-    in_flight: usize,
-}
-
-impl DirectIo {
-    fn start(file: &std::fs::File) -> std::io::Result<Self> {
-        let file = file.try_clone()?;
-        let (jobs, queued) = std::sync::mpsc::channel::<(AlignedBuf, u64)>();
-        let (finished, done) = std::sync::mpsc::channel();
-        let work = move || {
-            for (mut buf, at) in queued {
-                let written = write_all_at(&file, buf.padded(), at).map(|()| buf);
-                let failed = written.is_err();
-                if finished.send(written).is_err() || failed {
-                    break;
-                }
-            }
-        };
-        // The runtime's blocking threads are kept for reuse; outside a runtime (unit
-        // tests), a thread of its own.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(work)),
-            Err(_) => drop(std::thread::Builder::new().spawn(work)?),
-        }
-        Ok(DirectIo {
-            jobs: Some(jobs),
-            done,
-            in_flight: 0,
-        })
-    }
-
-    /// Queues the full block in `buf` to be written at `at`, and leaves an empty block
-    /// in `buf`: a new one, or one already written (waiting for it if need be).
-    fn submit(&mut self, buf: &mut AlignedBuf, at: u64) -> std::io::Result<()> {
-        let full = std::mem::replace(buf, AlignedBuf::none());
-        self.jobs
-            .as_ref()
-            .expect("jobs are open until drop")
-            .send((full, at))
-            .map_err(|_| Self::gone())?;
-        self.in_flight += 1;
-        *buf = if self.in_flight > DIRECT_IN_FLIGHT {
-            let mut written = self.wait()?;
-            written.filled = 0;
-            written
-        } else {
-            AlignedBuf::new()
-        };
-        Ok(())
-    }
-
-    /// The next block written, or the error that stopped the writes.
-    fn wait(&mut self) -> std::io::Result<AlignedBuf> {
-        let written = self.done.recv().map_err(|_| Self::gone())?;
-        self.in_flight -= 1;
-        written
-    }
-
-    /// Waits until every queued block is written.
-    fn drain(&mut self) -> std::io::Result<()> {
-        while self.in_flight > 0 {
-            self.wait()?;
-        }
-        Ok(())
-    }
-
-    fn gone() -> std::io::Error {
-        std::io::Error::other("the O_DIRECT writing thread ended early")
-    }
-}
-
-impl Drop for DirectIo {
-    /// Waits for the writing thread to end: no write may land after its file's writer
-    /// is gone, when the upload's lock is released and another request may cut the
-    /// file back.
-    fn drop(&mut self) {
-        self.jobs = None;
-        while self.done.recv().is_ok() {}
     }
 }
 
@@ -398,14 +279,17 @@ impl BlobFile {
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         match open_direct(&options, path)? {
-            Some(file) => Self::start(file, offset, true),
+            Some(file) => Self::start(file, offset, Some(AlignedBuf::new())),
             // The filesystem does not do O_DIRECT: write through the page cache.
-            None => Self::start(options.open(path)?, offset, false),
+            None => Self::start(options.open(path)?, offset, None),
         }
     }
 
-    /// Starts writing `file` (opened with `O_DIRECT` if `direct`) at `offset`.
-    fn start(mut file: std::fs::File, offset: u64, direct: bool) -> std::io::Result<Self> {
+    fn start(
+        mut file: std::fs::File,
+        offset: u64,
+        mut direct: Option<AlignedBuf>,
+    ) -> std::io::Result<Self> {
         use std::io::Seek;
         // Shorter than the parts recorded before this one: bytes were lost (every
         // part is fsync'd before it is recorded, so only outside hands do this).
@@ -419,12 +303,12 @@ impl BlobFile {
         if len > offset {
             file.set_len(offset)?;
         }
-        let direct = if direct {
+        let mut at = offset;
+        if let Some(buf) = direct.as_mut() {
             // O_DIRECT writes whole aligned blocks: start at the block holding `offset`,
             // with the bytes of it that are already there.
-            let mut buf = AlignedBuf::new();
             let head = (offset % DIRECT_ALIGN as u64) as usize;
-            let at = offset - head as u64;
+            at = offset - head as u64;
             if head > 0 {
                 let n = read_at(&file, &mut buf.space()[..DIRECT_ALIGN], at)?;
                 if n != head {
@@ -434,11 +318,8 @@ impl BlobFile {
                 }
                 buf.filled = head;
             }
-            Some(Direct { buf, at, io: None })
-        } else {
-            file.seek(std::io::SeekFrom::Start(offset))?;
-            None
-        };
+        }
+        file.seek(std::io::SeekFrom::Start(at))?;
         Ok(BlobFile {
             file,
             direct,
@@ -450,7 +331,7 @@ impl BlobFile {
 
     fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
         self.end += bytes.len() as u64;
-        let Some(d) = self.direct.as_mut() else {
+        let Some(buf) = self.direct.as_mut() else {
             self.file.write_all(bytes)?;
             if self.end - self.handed >= WRITEBACK_STEP {
                 start_writeback(&self.file, self.handed, self.end - self.handed);
@@ -459,18 +340,14 @@ impl BlobFile {
             return Ok(());
         };
         while !bytes.is_empty() {
-            let space = d.buf.space();
+            let space = buf.space();
             let n = space.len().min(bytes.len());
             space[..n].copy_from_slice(&bytes[..n]);
-            d.buf.filled += n;
+            buf.filled += n;
             bytes = &bytes[n..];
-            if d.buf.filled == DIRECT_CHUNK {
-                let io = match &mut d.io {
-                    Some(io) => io,
-                    None => d.io.insert(DirectIo::start(&self.file)?),
-                };
-                io.submit(&mut d.buf, d.at)?;
-                d.at += DIRECT_CHUNK as u64;
+            if buf.filled == DIRECT_CHUNK {
+                self.file.write_all(buf.padded())?;
+                buf.filled = 0;
             }
         }
         Ok(())
@@ -479,17 +356,14 @@ impl BlobFile {
     /// Writes what is left, makes the file durable if `sync` says so (see [`Written`]),
     /// and returns the bytes this writer was given.
     fn finish(mut self, sync: bool) -> std::io::Result<u64> {
-        if let Some(d) = self.direct.as_mut() {
-            if let Some(io) = d.io.as_mut() {
-                io.drain()?;
-            }
-            if d.buf.filled > 0 {
-                // The last block goes out padded with zeros, then the file is cut to size.
-                let padded = d.buf.filled % DIRECT_ALIGN != 0;
-                write_all_at(&self.file, d.buf.padded(), d.at)?;
-                if padded {
-                    self.file.set_len(self.end)?;
-                }
+        if let Some(buf) = self.direct.as_mut()
+            && buf.filled > 0
+        {
+            // The last block goes out padded with zeros, then the file is cut to size.
+            let padded = buf.filled % DIRECT_ALIGN != 0;
+            self.file.write_all(buf.padded())?;
+            if padded {
+                self.file.set_len(self.end)?;
             }
         }
         if sync {
@@ -910,25 +784,6 @@ fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result
 #[cfg(windows)]
 fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-}
-
-#[cfg(unix)]
-fn write_all_at(file: &std::fs::File, buf: &[u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn write_all_at(file: &std::fs::File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match std::os::windows::fs::FileExt::seek_write(file, buf, offset)? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            n => {
-                buf = &buf[n..];
-                offset += n as u64;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(unix)]
@@ -1400,7 +1255,7 @@ mod tests {
                     .write(true)
                     .open(path)
                     .unwrap();
-                file = BlobFile::start(plain, from as u64, false).unwrap();
+                file = BlobFile::start(plain, from as u64, None).unwrap();
             }
             for piece in bytes[from..to].chunks(3_001) {
                 file.write(piece).unwrap();
@@ -1458,8 +1313,7 @@ mod tests {
     #[test]
     fn blob_file_writes_exact_bytes_at_any_offset() {
         let dir = tempfile::tempdir().unwrap();
-        // Blocks enough for the writing thread to take several, each buffer reused.
-        let bytes: Vec<u8> = (0..(5 * DIRECT_CHUNK + 5_000))
+        let bytes: Vec<u8> = (0..(2 * DIRECT_CHUNK + 5_000))
             .map(|i| (i * 7 % 253) as u8)
             .collect();
         let cut_sets: [&[usize]; 5] = [
@@ -1483,25 +1337,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// A block the writing thread fails to write is an error for the writer, and
-    /// dropping the writer waits for the thread and writes nothing more.
-    #[test]
-    fn direct_writes_report_their_failure() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("read-only");
-        std::fs::write(&path, b"").unwrap();
-        let read_only = std::fs::File::open(&path).unwrap();
-        let mut io = DirectIo::start(&read_only).unwrap();
-        let mut buf = AlignedBuf::new();
-        buf.filled = DIRECT_CHUNK;
-        io.submit(&mut buf, 0).unwrap(); // queued: the next block is a new buffer
-        assert_eq!(buf.filled, 0);
-        buf.filled = DIRECT_CHUNK;
-        // Waits for the first block, whose write failed (or finds the thread gone).
-        assert!(io.submit(&mut buf, DIRECT_CHUNK as u64).is_err());
-        drop(io);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 }
