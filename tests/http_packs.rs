@@ -1020,6 +1020,58 @@ async fn openapi_document(backend: Backend) {
         ]
     );
     assert!(paths["/packs"]["post"]["requestBody"]["content"]["multipart/form-data"].is_object());
+    // The manifest fields the document requires are exactly those a publish needs:
+    // a publish without any of the others is accepted, so the document must not
+    // require them.
+    assert_eq!(
+        doc["components"]["schemas"]["PackManifestInput"]["required"],
+        json!(["packId", "version", "type", "name"])
+    );
+    let minimal = json!({"packId": "minimal", "version": "1.0.0", "type": "task", "name": "M"});
+    assert_eq!(
+        publish(&app, &minimal, b"content").await.status,
+        StatusCode::CREATED
+    );
+    // Its optional fields take `null` where the document says they may be null, and
+    // only there.
+    let fields = doc["components"]["schemas"]["PackManifestInput"]["properties"]
+        .as_object()
+        .unwrap();
+    let nullable = |field: &str| {
+        fields[field]["type"]
+            .as_array()
+            .is_some_and(|types| types.contains(&json!("null")))
+    };
+    let mut optional: Vec<&str> = fields
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !["packId", "version", "type", "name"].contains(k))
+        .collect();
+    optional.sort_unstable();
+    assert_eq!(
+        optional,
+        [
+            "author",
+            "dependencies",
+            "description",
+            "digest",
+            "members",
+            "metadata",
+            "size"
+        ]
+    );
+    for (n, field) in optional.into_iter().enumerate() {
+        let id = format!("nulls-{n}");
+        let mut m = json!({"packId": id, "version": "1.0.0", "type": "task", "name": "N"});
+        m[field] = Value::Null;
+        let r = publish(&app, &m, b"content").await;
+        let expected = if nullable(field) {
+            StatusCode::CREATED
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        assert_eq!(r.status, expected, "{field}: null: {}", r.text());
+    }
     // Methods a route does not have: 405.
     let r = app.req(Method::PUT, "/packs").send().await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);

@@ -261,12 +261,18 @@ pub struct PackManifestInput {
     /// Size of the content (checked when given).
     pub size: Option<u64>,
     /// Packs this one needs; each must resolve to a published version.
-    pub dependencies: Option<Vec<Dependency>>,
+    #[serde(default)]
+    pub dependencies: Vec<Dependency>,
     /// A bundle's members (required for bundles, refused for other types).
-    pub members: Option<Vec<Dependency>>,
+    #[serde(default)]
+    pub members: Vec<Dependency>,
     /// Free-form metadata; `minRunnerVersion`, when present, is a semver version.
+    // Optional as the server reads it (`serde(default)`, like the domain's type), not
+    // nullable: a bare `value_type = Object` on an `Option` had the document require
+    // it.
+    #[serde(default)]
     #[schema(value_type = Object)]
-    pub metadata: Option<Map<String, Value>>,
+    pub metadata: Map<String, Value>,
 }
 
 /// The multipart form of `POST /packs`: `manifest` (best first) and `content`.
