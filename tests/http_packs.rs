@@ -1023,9 +1023,10 @@ async fn openapi_document(backend: Backend) {
     // The manifest fields the document requires are exactly those a publish needs:
     // a publish without any of the others is accepted, so the document must not
     // require them.
+    let required = ["packId", "version", "type", "name"];
     assert_eq!(
         doc["components"]["schemas"]["PackManifestInput"]["required"],
-        json!(["packId", "version", "type", "name"])
+        json!(required)
     );
     let minimal = json!({"packId": "minimal", "version": "1.0.0", "type": "task", "name": "M"});
     assert_eq!(
@@ -1045,7 +1046,7 @@ async fn openapi_document(backend: Backend) {
     let mut optional: Vec<&str> = fields
         .keys()
         .map(String::as_str)
-        .filter(|k| !["packId", "version", "type", "name"].contains(k))
+        .filter(|k| !required.contains(k))
         .collect();
     optional.sort_unstable();
     assert_eq!(
@@ -1061,9 +1062,9 @@ async fn openapi_document(backend: Backend) {
         ]
     );
     for (n, field) in optional.into_iter().enumerate() {
-        let id = format!("nulls-{n}");
-        let mut m = json!({"packId": id, "version": "1.0.0", "type": "task", "name": "N"});
-        m[field] = Value::Null;
+        let mut null = serde_json::Map::new();
+        null.insert(field.to_owned(), Value::Null);
+        let m = manifest(&format!("nulls-{n}"), "1.0.0", "task", Value::Object(null));
         let r = publish(&app, &m, b"content").await;
         let expected = if nullable(field) {
             StatusCode::CREATED
