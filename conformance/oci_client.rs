@@ -97,8 +97,8 @@ async fn uploads(s: &Server) -> Uploads {
     );
     Uploads {
         posts: requests(&m, "v2_upload_start", Some("POST"), Some("202")),
-        patches: requests(&m, "v2_upload_patch", Some("PATCH"), Some("202")),
-        puts: requests(&m, "v2_upload_put", Some("PUT"), Some("201")),
+        patches: requests(&m, "v2_upload", Some("PATCH"), Some("202")),
+        puts: requests(&m, "v2_upload", Some("PUT"), Some("201")),
     }
 }
 

@@ -37,6 +37,28 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Folder for the embedded defaults: the SQLite file and filesystem blobs.
     pub data_dir: PathBuf,
+    /// HTTP worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// Seconds an idle keep-alive connection is kept open; 0 turns keep-alive off.
+    pub keep_alive_secs: u64,
+    /// Seconds a client has to send a request's head (request line and headers) once
+    /// it has started one, or to start its first request on a new connection; a
+    /// connection that is slower is closed. 0 means no limit (not recommended).
+    pub request_head_timeout_secs: u64,
+    /// Seconds a request body may stall (no bytes arriving) before the request is
+    /// ended; an upload cut off this way stays resumable from its last complete chunk.
+    /// 0 means no limit (not recommended).
+    pub body_stall_timeout_secs: u64,
+    /// Seconds given to a client to read the end of a response and close after the
+    /// server has decided to close the connection.
+    pub disconnect_timeout_secs: u64,
+    /// Most connections served at once, across all workers; more wait in the listen
+    /// backlog. 0 means derived from the process's open-file limit (three quarters of
+    /// it, leaving the rest for database connections, blob files and sockets to S3).
+    pub max_connections: usize,
+    /// Seconds that in-flight requests get to finish after SIGTERM or SIGINT; then the
+    /// remaining connections are closed.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -44,7 +66,54 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:5000".parse().expect("valid default"),
             data_dir: PathBuf::from("./data"),
+            workers: 0,
+            keep_alive_secs: 60,
+            request_head_timeout_secs: 10,
+            body_stall_timeout_secs: 60,
+            disconnect_timeout_secs: 5,
+            max_connections: 0,
+            shutdown_timeout_secs: 30,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Worker threads in force.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+
+    /// The connection limit in force (see [`ServerConfig::max_connections`]).
+    pub fn connection_limit(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        let open_files = open_file_limit().unwrap_or(1024);
+        usize::try_from(open_files / 4 * 3)
+            .unwrap_or(usize::MAX)
+            .clamp(16, 25_000)
+    }
+}
+
+/// The soft limit on open files of this process, if the platform has one.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the current limits into the struct we own.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
@@ -343,6 +412,12 @@ impl Config {
         }
         if !(1..=255).contains(&self.limits.max_name_length) {
             return bad("limits.max_name_length must be between 1 and 255".into());
+        }
+        if self.server.keep_alive_secs > 3600 {
+            return bad("server.keep_alive_secs must be at most 3600".into());
+        }
+        if self.server.shutdown_timeout_secs > 3600 {
+            return bad("server.shutdown_timeout_secs must be at most 3600".into());
         }
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1".into());

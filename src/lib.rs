@@ -2,20 +2,16 @@
 //! and bundle packs. See `ARCHITECTURE.md` for the map.
 //!
 //! Layers, dependencies pointing one way:
-//! `oci`, `packs` (HTTP) → `registry` (domain) → `storage`, `metadata` (traits and backends).
-//! `ops` serves health and metrics; `app` wires it all once at start-up; `zerocopy`
-//! lets its connections send file ranges with `sendfile`.
+//! `http` (`/v2`, `/packs`, operations) → `registry` (domain) → `storage`, `metadata`
+//! (traits and backends). `server` wires it all once at start-up.
 
 #![warn(missing_docs)]
 
-pub mod app;
 pub mod config;
 pub mod digest;
+pub mod http;
 pub mod metadata;
 pub mod names;
-pub mod oci;
-pub mod ops;
-pub mod packs;
 pub mod registry;
+pub mod server;
 pub mod storage;
-pub mod zerocopy;

@@ -1,11 +1,11 @@
 //! The `packs-registry` binary: parse arguments, load configuration, start
-//! telemetry, hand off to `app`.
+//! telemetry, hand off to `server`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use packs_registry::{app, config::Config};
+use packs_registry::{config::Config, server};
 
 #[derive(Parser)]
 #[command(name = "packs-registry", version, about = "An OCI registry for packs")]
@@ -91,11 +91,9 @@ fn tune_allocator() {}
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = runtime.block_on(async {
+    // actix's system: this thread runs the background tasks; the HTTP server adds
+    // its worker threads, each with a runtime of its own.
+    let result = actix_web::rt::System::new().block_on(async {
         match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
             Command::Serve(args) => serve(args).await,
             Command::Migrate { config } => migrate(config).await,
@@ -143,9 +141,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             )
         }
     };
-    let state = app::build_state(config).await.map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    let state = server::build_state(config)
         .await
+        .map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!(
@@ -155,14 +154,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     println!("  metadata: {metadata}");
     println!("  blobs:    {storage}");
     tracing::info!(%bound, %metadata, %storage, "serving");
-    app::spawn_background(&state);
-    app::serve(listener, state).await.map_err(|e| e.to_string())
+    server::spawn_background(&state);
+    server::serve(listener, state)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn migrate(config: Option<PathBuf>) -> Result<(), String> {
     let config = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
     init_logging(&config);
-    let meta = app::open_metadata(&config)
+    let meta = server::open_metadata(&config)
         .await
         .map_err(|e| e.to_string())?;
     meta.migrate().await.map_err(|e| e.to_string())?;

@@ -2,57 +2,36 @@
 //! and their stored parts, and parts no session owns are removed too, on every
 //! blob backend. Live sessions and finished blobs are left alone.
 
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use packs_registry::app::{AppState, build_state, router};
-use packs_registry::config::{Config, StorageBackend};
-use sha2::Digest as _;
-use tower::ServiceExt;
+use common::{Backend, Method, StatusCode, TestApp, sha256};
+use packs_registry::config::StorageBackend;
 
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-async fn app(backend: StorageBackend) -> (AppState, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.server.data_dir = dir.path().to_path_buf();
-    config.storage.backend = backend;
-    (build_state(config).await.unwrap(), dir)
-}
-
-async fn call(state: &AppState, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, String) {
-    let response = router(state.clone())
-        .oneshot(
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, location)
+async fn call(app: &TestApp, method: Method, uri: &str, body: Vec<u8>) -> (StatusCode, String) {
+    let r = app.req(method, uri).body(body).send().await;
+    (
+        r.status,
+        r.header("location").unwrap_or_default().to_owned(),
+    )
 }
 
 async fn sweeps_abandoned_sessions(backend: StorageBackend) {
-    let (state, dir) = app(backend).await;
+    let app = TestApp::with_backend(match backend {
+        StorageBackend::Fs => Backend::Fs,
+        _ => Backend::Memory,
+    })
+    .await;
+    let state = app.state().clone();
     // A session with a stored chunk, and a finished blob.
-    let (status, location) = call(&state, Method::POST, "/v2/packs/x/blobs/uploads/", vec![]).await;
+    let (status, location) = call(&app, Method::POST, "/v2/packs/x/blobs/uploads/", vec![]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _) = call(&state, Method::PATCH, &location, b"partial".to_vec()).await;
+    let (status, _) = call(&app, Method::PATCH, &location, b"partial".to_vec()).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let digest = sha256(b"kept");
     let (status, _) = call(
-        &state,
+        &app,
         Method::POST,
         &format!("/v2/packs/x/blobs/uploads/?digest={digest}"),
         b"kept".to_vec(),
@@ -68,14 +47,14 @@ async fn sweeps_abandoned_sessions(backend: StorageBackend) {
         .unwrap();
     assert_eq!((report.sessions, report.orphans), (0, 0));
     assert_eq!(
-        call(&state, Method::GET, &location, vec![]).await.0,
+        call(&app, Method::GET, &location, vec![]).await.0,
         StatusCode::NO_CONTENT
     );
 
     // An orphan: parts on disk with no session (a replica died mid-push).
-    let orphan_dir = dir
-        .path()
-        .join("blobs/uploads")
+    let orphan_dir = app
+        .storage_path()
+        .join("uploads")
         .join(uuid::Uuid::new_v4().to_string());
     if backend == StorageBackend::Fs {
         std::fs::create_dir_all(&orphan_dir).unwrap();
@@ -95,12 +74,12 @@ async fn sweeps_abandoned_sessions(backend: StorageBackend) {
         "only the filesystem case planted an orphan"
     );
     assert_eq!(
-        call(&state, Method::GET, &location, vec![]).await.0,
+        call(&app, Method::GET, &location, vec![]).await.0,
         StatusCode::NOT_FOUND
     );
     assert!(!orphan_dir.exists());
     if backend == StorageBackend::Fs {
-        let uploads: Vec<_> = std::fs::read_dir(dir.path().join("blobs/uploads"))
+        let uploads: Vec<_> = std::fs::read_dir(app.storage_path().join("uploads"))
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| uuid::Uuid::parse_str(e.file_name().to_str().unwrap()).is_ok())
@@ -109,7 +88,7 @@ async fn sweeps_abandoned_sessions(backend: StorageBackend) {
     }
     // The finished blob is untouched.
     let (status, _) = call(
-        &state,
+        &app,
         Method::HEAD,
         &format!("/v2/packs/x/blobs/{digest}"),
         vec![],
@@ -125,12 +104,12 @@ async fn sweeps_abandoned_sessions(backend: StorageBackend) {
     assert_eq!((report.sessions, report.orphans), (0, 0));
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn sweeps_abandoned_sessions_fs() {
     sweeps_abandoned_sessions(StorageBackend::Fs).await;
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn sweeps_abandoned_sessions_memory() {
     sweeps_abandoned_sessions(StorageBackend::Memory).await;
 }

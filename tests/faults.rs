@@ -119,7 +119,7 @@ async fn push(http: &reqwest::Client, base: &str, repo: &str, bytes: &[u8]) -> S
     .status()
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn s3_outage_answers_503_and_recovers() {
     let Some(program) = which("moto_server") else {
         eprintln!("skipped: moto_server is not installed (pip install 'moto[server]')");
@@ -264,7 +264,7 @@ impl Drop for Postgres {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn database_outage_answers_503_and_recovers() {
     let Some(pg) = Postgres::find_bin().and_then(Postgres::init) else {
         eprintln!(

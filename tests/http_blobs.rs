@@ -3,8 +3,7 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
-use common::{Backend, TestApp, sha256};
+use common::{Backend, Method, StatusCode, TestApp, sha256};
 use insta::{allow_duplicates, assert_json_snapshot};
 
 crate::on_both_backends!(
@@ -205,7 +204,7 @@ async fn mount_from_another_repository(backend: Backend) {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn mount_with_an_invalid_source_name() {
     let app = TestApp::new().await;
     let digest = sha256(b"x");
@@ -229,7 +228,7 @@ async fn mount_with_an_invalid_source_name() {
     "#);
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn base_endpoint() {
     let app = TestApp::new().await;
     for uri in ["/v2/", "/v2"] {
@@ -249,7 +248,7 @@ async fn base_endpoint() {
     );
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn unknown_blob() {
     let app = TestApp::new().await;
     let digest = sha256(b"never pushed");
@@ -285,7 +284,7 @@ async fn unknown_blob() {
     );
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn malformed_digests() {
     let app = TestApp::new().await;
     let body = app
@@ -355,7 +354,7 @@ async fn malformed_digests() {
     );
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn monolithic_push_with_the_wrong_digest_leaves_nothing() {
     let app = TestApp::new().await;
     let claimed = sha256(b"what the client says");
@@ -410,7 +409,7 @@ async fn monolithic_push_with_the_wrong_digest_leaves_nothing() {
     "#);
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn invalid_names() {
     let app = TestApp::new().await;
     let digest = sha256(b"x");
@@ -463,7 +462,7 @@ async fn invalid_names() {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn configured_name_length_limit() {
     let app = TestApp::build(Backend::Fs, |c| c.limits.max_name_length = 10).await;
     app.push_blob("abcde/ghij", b"x").await;
@@ -475,7 +474,7 @@ async fn configured_name_length_limit() {
     assert_eq!(body["errors"][0]["code"], "NAME_INVALID");
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn long_and_nested_names_are_valid() {
     let app = TestApp::new().await;
     let longest = format!("{}/{}", "a".repeat(200), "b".repeat(54));
@@ -493,7 +492,7 @@ async fn long_and_nested_names_are_valid() {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn wrong_methods() {
     let app = TestApp::new().await;
     let digest = app.push_blob("r", b"x").await;
@@ -544,7 +543,7 @@ async fn wrong_methods() {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn unknown_endpoint() {
     let app = TestApp::new().await;
     let body = app

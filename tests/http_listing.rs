@@ -2,7 +2,6 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
 use common::*;
 use insta::assert_json_snapshot;
 use serde_json::{Value, json};
@@ -74,7 +73,7 @@ async fn tag_pagination(backend: Backend) {
     assert_eq!(r.header("link"), None);
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn tags_of_an_unknown_repository() {
     let app = TestApp::new().await;
     let body = app
@@ -98,7 +97,7 @@ async fn tags_of_an_unknown_repository() {
     assert_eq!(body["errors"][0]["code"], "NAME_INVALID");
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn tags_of_a_three_level_repository() {
     let app = TestApp::new().await;
     app.push_image("a/b/c", "v1", b"l").await;
@@ -106,7 +105,7 @@ async fn tags_of_a_three_level_repository() {
     assert_eq!(r.json(), json!({ "name": "a/b/c", "tags": ["v1"] }));
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn bad_page_size() {
     let app = TestApp::new().await;
     app.push_image("r", "v1", b"l").await;
@@ -140,7 +139,7 @@ async fn bad_page_size() {
     "#);
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn page_size_is_capped_by_configuration() {
     let app = TestApp::build(Backend::Fs, |c| c.limits.max_page_size = 2).await;
     let (digest, body) = app.push_image("r", "t1", b"l").await;
@@ -165,7 +164,7 @@ async fn page_size_is_capped_by_configuration() {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn catalog_pagination() {
     let app = TestApp::new().await;
     let r = app.get("/v2/_catalog").await;
@@ -374,7 +373,7 @@ async fn referrers_listing(backend: Backend) {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn referrers_with_bad_input() {
     let app = TestApp::new().await;
     let body = app
@@ -405,7 +404,7 @@ async fn referrers_with_bad_input() {
 
 /// More referrers than one page holds: `Link` headers lead through all of them,
 /// keeping the filter.
-#[tokio::test]
+#[actix_web::test]
 async fn referrers_pagination() {
     let app = TestApp::new().await;
     let (subject, subject_body) = app.push_image("r", "v1", b"layer").await;

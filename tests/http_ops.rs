@@ -3,13 +3,12 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
-use common::{Backend, TestApp, sha256};
+use common::{Backend, Method, StatusCode, TestApp, sha256};
 use insta::{allow_duplicates, assert_json_snapshot};
 
 crate::on_both_backends!(ready_when_both_dependencies_are);
 
-#[tokio::test]
+#[actix_web::test]
 async fn healthz() {
     let app = TestApp::new().await;
     let r = app.get("/healthz").await;
@@ -54,7 +53,7 @@ fn redact_storage_error(mut body: serde_json::Value, must_mention: &str) -> serd
     body
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn not_ready_when_the_blob_folder_is_removed() {
     let app = TestApp::new().await;
     let blobs = app.storage_path();
@@ -85,7 +84,7 @@ async fn not_ready_when_the_blob_folder_is_removed() {
 
 /// As root, permission bits do not stop writes; a file where the uploads folder
 /// should be does.
-#[tokio::test]
+#[actix_web::test]
 async fn not_ready_when_the_blob_folder_is_unwritable() {
     let app = TestApp::new().await;
     let uploads = app.storage_path().join("uploads");
@@ -105,7 +104,7 @@ async fn not_ready_when_the_blob_folder_is_unwritable() {
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn metrics_count_requests_and_bytes() {
     let app = TestApp::new().await;
     let blob = b"twelve bytes".to_vec();
@@ -125,6 +124,16 @@ async fn metrics_count_requests_and_bytes() {
         app.req(Method::GET, "/nowhere").send().await.status,
         StatusCode::NOT_FOUND
     );
+    // A method nobody serves is counted, under `other`: clients cannot grow the
+    // label set.
+    let purge = Method::from_bytes(b"PURGE").unwrap();
+    assert_eq!(
+        app.req(purge, format!("/v2/r/blobs/{missing}"))
+            .send()
+            .await
+            .status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
 
     let r = app.get("/metrics").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -140,10 +149,11 @@ async fn metrics_count_requests_and_bytes() {
         "# TYPE packs_registry_http_requests counter",
         r#"packs_registry_http_requests_total{route="v2_base",method="GET",status="200"} 1"#,
         r#"packs_registry_http_requests_total{route="v2_upload_start",method="POST",status="201"} 1"#,
-        r#"packs_registry_http_requests_total{route="v2_blob_get",method="GET",status="200"} 1"#,
-        r#"packs_registry_http_requests_total{route="v2_blob_get",method="GET",status="404"} 2"#,
+        r#"packs_registry_http_requests_total{route="v2_blob",method="GET",status="200"} 1"#,
+        r#"packs_registry_http_requests_total{route="v2_blob",method="GET",status="404"} 2"#,
+        r#"packs_registry_http_requests_total{route="v2_blob",method="other",status="405"} 1"#,
         r#"packs_registry_http_requests_total{route="healthz",method="GET",status="200"} 1"#,
-        r#"packs_registry_http_requests_total{route="other",method="GET",status="404"} 1"#,
+        r#"packs_registry_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
         "# TYPE packs_registry_http_request_duration_seconds histogram",
         "# EOF",
     ] {
@@ -165,11 +175,9 @@ async fn metrics_count_requests_and_bytes() {
         blob.len() as u64
     );
     assert!(counter("packs_registry_http_response_body_bytes_total") >= blob.len() as u64 + 2);
-    assert!(
-        text.contains(
-            r#"packs_registry_http_request_duration_seconds_count{route="v2_blob_get"} 3"#
-        )
-    );
+    assert!(text.contains(
+        r#"packs_registry_http_request_duration_seconds_count{route="v2_blob",method="GET"} 3"#
+    ));
 
     // The scrape itself is counted by the next one.
     let text = app.get("/metrics").await.text();

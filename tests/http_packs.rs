@@ -5,7 +5,6 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
 use common::*;
 use insta::{allow_duplicates, assert_json_snapshot};
 use serde_json::{Value, json};

@@ -12,12 +12,11 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use actix_web::dev::Service;
+use actix_web::http::StatusCode;
+use actix_web::test::TestRequest;
 use packs_registry::config::{Config, StorageBackend};
 use sqlx::Connection;
-use tower::ServiceExt;
 
 const WORDS: &[&str] = &[
     "baseline",
@@ -167,7 +166,15 @@ impl Timing {
     }
 }
 
-async fn time_query(router: &axum::Router, name: &str, uris: &[String]) -> Timing {
+async fn time_query<S, B>(router: &S, name: &str, uris: &[String]) -> Timing
+where
+    S: Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+    B: actix_web::body::MessageBody,
+{
     let mut samples = Vec::with_capacity(uris.len());
     let mut results = 0;
     // One warm-up round: caches and prepared statements, as on a running server.
@@ -188,22 +195,27 @@ async fn time_query(router: &axum::Router, name: &str, uris: &[String]) -> Timin
     }
 }
 
-async fn call(router: &axum::Router, uri: &str) -> (StatusCode, String) {
-    let response = router
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+async fn call<S, B>(router: &S, uri: &str) -> (StatusCode, String)
+where
+    S: Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+    B: actix_web::body::MessageBody,
+{
+    let response =
+        actix_web::test::call_service(router, TestRequest::get().uri(uri).to_request()).await;
     let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = actix_web::test::read_body(response).await;
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn measure(label: &str, config: Config) {
-    let state = packs_registry::app::build_state(config)
+    let state = packs_registry::server::build_state(config)
         .await
         .expect("app state");
-    let router = packs_registry::app::router(state);
+    let router = actix_web::test::init_service(packs_registry::http::app(state)).await;
     let n = packs();
     let rounds = 300;
     let pick = |k: usize| format!("pack-{:06}", (k * 7919) % n);
@@ -294,7 +306,7 @@ async fn sqlite_100k_packs() {
     let url = config.metadata_url();
     {
         // Migrate through the application, then seed through a connection of our own.
-        packs_registry::app::build_state(config.clone())
+        packs_registry::server::build_state(config.clone())
             .await
             .expect("migrate");
         let started = Instant::now();
@@ -335,7 +347,7 @@ async fn postgres_100k_packs() {
     config.server.data_dir = dir.path().to_path_buf();
     config.storage.backend = StorageBackend::Memory;
     config.metadata.url = url.clone();
-    packs_registry::app::build_state(config.clone())
+    packs_registry::server::build_state(config.clone())
         .await
         .expect("migrate");
     let started = Instant::now();

@@ -19,7 +19,7 @@ fn blob(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn chunked_upload_hops_between_replicas() {
     let Some(cluster) = Cluster::start(2).await else {
         return;
@@ -83,7 +83,7 @@ async fn chunked_upload_hops_between_replicas() {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn same_blob_pushed_to_both_at_once() {
     let Some(cluster) = Cluster::start(2).await else {
         return;
@@ -115,7 +115,7 @@ async fn same_blob_pushed_to_both_at_once() {
     }
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn same_tag_moved_from_both_at_once() {
     let Some(cluster) = Cluster::start(2).await else {
         return;
@@ -177,7 +177,7 @@ async fn same_tag_moved_from_both_at_once() {
     assert_eq!(tags["tags"], serde_json::json!(["latest"]));
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn pull_from_b_what_was_pushed_to_a() {
     let Some(cluster) = Cluster::start(2).await else {
         return;
@@ -240,7 +240,7 @@ async fn pull_from_b_what_was_pushed_to_a() {
     );
 }
 
-#[tokio::test]
+#[actix_web::test]
 async fn replicas_started_together_migrate_once() {
     // Four replicas race to migrate one fresh database at start-up.
     let Some(cluster) = Cluster::start(4).await else {

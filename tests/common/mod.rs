@@ -1,22 +1,25 @@
-//! The one helper every HTTP test uses: the real application, built from a
-//! [`Config`] over a temporary data folder (SQLite file, and filesystem or in-memory
-//! blobs), driven in process with `tower::ServiceExt::oneshot`.
+//! The one helper every HTTP test uses: the real application
+//! ([`packs_registry::http::app`]), built from a [`Config`] over a temporary data
+//! folder (SQLite file, and filesystem or in-memory blobs), driven in process with
+//! `actix_web::test`. Tests run on actix's runtime (`#[actix_web::test]`).
 //!
 //! Each test binary uses only part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use actix_web::body::BoxBody;
+use actix_web::dev::{Service, ServiceResponse};
+pub use actix_web::http::header::HeaderMap;
+pub use actix_web::http::{Method, StatusCode};
+use actix_web::test::TestRequest;
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use futures_util::future::LocalBoxFuture;
 use packs_registry::config::{Config, StorageBackend};
 use packs_registry::digest::{Algorithm, Digest};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tower::ServiceExt;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -37,7 +40,7 @@ macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod fs {
             $(
-                #[tokio::test]
+                #[actix_web::test]
                 async fn $name() {
                     super::$name($crate::common::Backend::Fs).await
                 }
@@ -45,7 +48,7 @@ macro_rules! on_both_backends {
         }
         mod memory {
             $(
-                #[tokio::test]
+                #[actix_web::test]
                 async fn $name() {
                     super::$name($crate::common::Backend::Memory).await
                 }
@@ -53,7 +56,7 @@ macro_rules! on_both_backends {
         }
         mod production {
             $(
-                #[tokio::test]
+                #[actix_web::test]
                 async fn $name() {
                     if $crate::common::production_available() {
                         super::$name($crate::common::Backend::Production).await
@@ -83,9 +86,13 @@ pub enum Backend {
     Production,
 }
 
+/// The initialized application, as one function from request to response.
+type AppService = Rc<dyn Fn(actix_http::Request) -> LocalBoxFuture<'static, TestResponse>>;
+
 /// The application under test and the folder it keeps its data in.
 pub struct TestApp {
-    router: Router,
+    service: AppService,
+    state: packs_registry::http::AppState,
     config: Config,
     dir: TempDir,
     _database: Option<prod::TestDatabase>,
@@ -126,11 +133,12 @@ impl TestApp {
         };
         tweak(&mut config);
         config.validate().expect("test configuration is valid");
-        let state = packs_registry::app::build_state(config.clone())
+        let state = packs_registry::server::build_state(config.clone())
             .await
             .expect("app state builds");
         TestApp {
-            router: packs_registry::app::router(state),
+            service: service(state.clone()).await,
+            state,
             config,
             dir,
             _database: database,
@@ -147,35 +155,23 @@ impl TestApp {
         self.config.storage_path()
     }
 
+    /// The application state (to reach the domain directly).
+    pub fn state(&self) -> &packs_registry::http::AppState {
+        &self.state
+    }
+
     /// Sends one request through the whole app.
-    pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("response body reads")
-            .to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+    pub async fn send(&self, request: actix_http::Request) -> TestResponse {
+        (self.service)(request).await
     }
 
     /// A request to build, then `.send()`.
     pub fn req(&self, method: Method, uri: impl Into<String>) -> Call<'_> {
         Call {
             app: self,
-            builder: Request::builder().method(method).uri(uri.into()),
+            builder: TestRequest::default().method(method).uri(&uri.into()),
             body: Bytes::new(),
+            has_length: false,
         }
     }
 
@@ -301,16 +297,73 @@ impl TestApp {
     }
 }
 
+/// Builds the application once and returns it as a function.
+async fn service(state: packs_registry::http::AppState) -> AppService {
+    let app = Rc::new(actix_web::test::init_service(packs_registry::http::app(state)).await);
+    Rc::new(move |request| {
+        let app = app.clone();
+        Box::pin(async move {
+            match app.call(request).await {
+                Ok(response) => read_response(response.map_into_boxed_body()).await,
+                Err(e) => {
+                    let response = e.error_response();
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let body = actix_web::body::to_bytes(response.into_body())
+                        .await
+                        .unwrap_or_default();
+                    TestResponse {
+                        status,
+                        headers,
+                        body,
+                    }
+                }
+            }
+        })
+    })
+}
+
+async fn read_response(response: ServiceResponse<BoxBody>) -> TestResponse {
+    use actix_web::body::{BodySize, MessageBody};
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    // What actix's HTTP/1 encoder writes on the wire from the body's size.
+    if let BodySize::Sized(n) = response.response().body().size()
+        && status != StatusCode::NO_CONTENT
+        && !status.is_informational()
+    {
+        headers.insert(
+            actix_web::http::header::CONTENT_LENGTH,
+            actix_web::http::header::HeaderValue::from(n),
+        );
+    }
+    let body = match actix_web::body::to_bytes(response.into_body()).await {
+        Ok(b) => b,
+        Err(e) => panic!("response body reads: {e}"),
+    };
+    TestResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
 /// A request being built.
 pub struct Call<'a> {
     app: &'a TestApp,
-    builder: axum::http::request::Builder,
+    builder: TestRequest,
     body: Bytes,
+    has_length: bool,
 }
 
 impl Call<'_> {
     pub fn header(mut self, name: &str, value: impl AsRef<str>) -> Self {
-        self.builder = self.builder.header(name, value.as_ref());
+        if name.eq_ignore_ascii_case("content-length") {
+            self.has_length = true;
+        }
+        self.builder = self
+            .builder
+            .append_header((name.to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -322,13 +375,26 @@ impl Call<'_> {
 
     pub async fn send(self) -> TestResponse {
         let mut builder = self.builder;
-        let has_length = builder
-            .headers_ref()
-            .is_some_and(|h| h.contains_key("content-length"));
-        if !has_length && !self.body.is_empty() {
-            builder = builder.header("content-length", self.body.len().to_string());
+        if !self.has_length && !self.body.is_empty() {
+            builder = builder.insert_header(("content-length", self.body.len().to_string()));
         }
-        let request = builder.body(Body::from(self.body)).expect("valid request");
+        self.app
+            .send(builder.set_payload(self.body).to_request())
+            .await
+    }
+
+    /// Sends the body as a stream of `chunks`, without a `Content-Length` (as a
+    /// client sending `Transfer-Encoding: chunked` does).
+    pub async fn send_chunks(self, chunks: Vec<Bytes>) -> TestResponse {
+        let request = self.builder.to_request();
+        let stream = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(Ok::<_, actix_web::error::PayloadError>),
+        );
+        let (request, _) = request.replace_payload(actix_web::dev::Payload::Stream {
+            payload: Box::pin(stream) as actix_http::BoxedPayloadStream,
+        });
         self.app.send(request).await
     }
 }
@@ -351,7 +417,6 @@ impl TestResponse {
     pub fn header_all(&self, name: &str) -> Vec<&str> {
         self.headers
             .get_all(name)
-            .iter()
             .filter_map(|v| v.to_str().ok())
             .collect()
     }

@@ -1,13 +1,16 @@
 //! The OCI error envelope, defined once: codes from the distribution spec, each tied
 //! to its HTTP status, and the one conversion from domain errors.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_RANGE, RANGE};
+use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::registry::Error;
 
-/// Error codes of the distribution spec (and only those).
+/// Error codes of the distribution spec (and only those), plus `UNKNOWN` for 5xx
+/// answers. `oci_spec::distribution::ErrorCode` lists the spec's codes too, but has no
+/// `UNKNOWN`; a test checks that the two spell every shared code the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OciErrorCode {
@@ -64,8 +67,9 @@ pub struct OciEnvelope {
     pub errors: Vec<OciErrorEntry>,
 }
 
-/// An error response of the `/v2` API.
-#[derive(Debug)]
+/// An error response of the `/v2` API: what every `/v2` handler and extractor
+/// returns on failure. Its `Display` is the first message (for logs), never the body.
+#[derive(Debug, Clone)]
 pub struct OciError {
     status: StatusCode,
     envelope: OciEnvelope,
@@ -90,6 +94,24 @@ impl OciError {
             range: None,
             content_range: None,
         }
+    }
+
+    /// The answer to a request that panicked: logged where it is caught.
+    pub fn internal() -> Self {
+        OciError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            OciErrorCode::Unknown,
+            "internal server error",
+        )
+    }
+
+    /// The 405 of a method an endpoint does not serve.
+    pub fn unsupported_method() -> Self {
+        OciError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            OciErrorCode::Unsupported,
+            "the method is not supported on this endpoint",
+        )
     }
 
     fn detail(mut self, detail: serde_json::Value) -> Self {
@@ -183,25 +205,62 @@ impl From<Error> for OciError {
     }
 }
 
-impl IntoResponse for OciError {
-    fn into_response(self) -> Response {
-        let status = self.status;
-        // A 416 on a blob read carries an empty body (RFC 9110 asks for Content-Range only).
-        let mut response = if self.content_range.is_some() {
-            status.into_response()
-        } else {
-            (status, axum::Json(self.envelope)).into_response()
-        };
-        let headers = response.headers_mut();
-        if let Some(r) = self.range.and_then(|r| HeaderValue::from_str(&r).ok()) {
-            headers.insert(header::RANGE, r);
+impl std::fmt::Display for OciError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.envelope.errors.first() {
+            Some(e) => write!(f, "{}: {:?}: {}", self.status, e.code, e.message),
+            None => write!(f, "{}", self.status),
         }
-        if let Some(r) = self
-            .content_range
-            .and_then(|r| HeaderValue::from_str(&r).ok())
-        {
-            headers.insert(header::CONTENT_RANGE, r);
+    }
+}
+
+impl ResponseError for OciError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(r) = &self.range {
+            response.insert_header((RANGE, r.as_str()));
         }
-        response
+        match &self.content_range {
+            // A 416 on a blob read carries an empty body (RFC 9110 asks for
+            // Content-Range only).
+            Some(r) => response.insert_header((CONTENT_RANGE, r.as_str())).finish(),
+            None => response.json(&self.envelope),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_spelled_as_oci_spec_spells_them() {
+        use oci_spec::distribution::ErrorCode as Spec;
+        let pairs = [
+            (OciErrorCode::BlobUnknown, Spec::BlobUnknown),
+            (OciErrorCode::BlobUploadInvalid, Spec::BlobUploadInvalid),
+            (OciErrorCode::BlobUploadUnknown, Spec::BlobUploadUnknown),
+            (OciErrorCode::DigestInvalid, Spec::DigestInvalid),
+            (OciErrorCode::ManifestBlobUnknown, Spec::ManifestBlobUnknown),
+            (OciErrorCode::ManifestInvalid, Spec::ManifestInvalid),
+            (OciErrorCode::ManifestUnknown, Spec::ManifestUnknown),
+            (OciErrorCode::NameInvalid, Spec::NameInvalid),
+            (OciErrorCode::NameUnknown, Spec::NameUnknown),
+            (OciErrorCode::SizeInvalid, Spec::SizeInvalid),
+            (OciErrorCode::Unauthorized, Spec::Unauthorized),
+            (OciErrorCode::Denied, Spec::Denied),
+            (OciErrorCode::Unsupported, Spec::Unsupported),
+            (OciErrorCode::Toomanyrequests, Spec::TooManyRequests),
+        ];
+        for (ours, spec) in pairs {
+            assert_eq!(
+                serde_json::to_value(ours).unwrap(),
+                serde_json::to_value(spec).unwrap()
+            );
+        }
     }
 }

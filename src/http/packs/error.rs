@@ -2,8 +2,9 @@
 //! tied to its HTTP status, and the one conversion from domain errors. Internal
 //! failures are logged here and answered with a generic message, never a trace.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use actix_web::http::StatusCode;
+use actix_web::http::header::CONTENT_RANGE;
+use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -17,6 +18,8 @@ pub enum ErrorCode {
     BadRequest,
     /// 404: no such pack or version.
     NotFound,
+    /// 405: the method is not served on this path.
+    MethodNotAllowed,
     /// 409: the version exists with other content, or its tag is taken.
     Conflict,
     /// 413: the content exceeds the configured limit.
@@ -38,6 +41,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -65,8 +69,9 @@ pub struct ErrorEnvelope {
     pub error: ErrorBody,
 }
 
-/// An error answer of the packs API.
-#[derive(Debug)]
+/// An error answer of the packs API: what every `/packs` handler and extractor
+/// returns on failure. Its `Display` is the message (for logs).
+#[derive(Debug, Clone)]
 pub struct ApiError {
     envelope: ErrorEnvelope,
     /// `Content-Range` for a 416.
@@ -132,15 +137,26 @@ impl From<Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status(), axum::Json(self.envelope)).into_response();
-        if let Some(r) = self
-            .content_range
-            .and_then(|r| HeaderValue::from_str(&r).ok())
-        {
-            response.headers_mut().insert(header::CONTENT_RANGE, r);
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?}: {}",
+            self.envelope.error.code, self.envelope.error.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status());
+        if let Some(r) = &self.content_range {
+            response.insert_header((CONTENT_RANGE, r.as_str()));
         }
-        response
+        response.json(&self.envelope)
     }
 }

@@ -1,32 +1,18 @@
-//! Wiring: picks the backends once from configuration, builds the domain service and
-//! the HTTP router, and serves it until a shutdown signal.
+//! The composition root: picks the backends once from configuration, builds the
+//! domain service and the application state, configures the HTTP server, starts the
+//! background tasks, and serves until a shutdown signal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::middleware;
-use tokio::net::TcpListener;
+use actix_web::HttpServer;
+use actix_web::http::KeepAlive;
 
 use crate::config::{Config, StorageBackend};
+use crate::http::{self, AppState, Metrics};
 use crate::metadata::{self, DynMetadataStore, PoolOptions};
-use crate::ops::{self, Metrics};
 use crate::registry::{Limits, PackSettings, Registry};
 use crate::storage::{DynBlobStore, FsBlobStore, ObjectBlobStore};
-use crate::zerocopy::{SendFile, ZeroCopyListener};
-
-/// Shared state of every handler.
-#[derive(Clone)]
-pub struct AppState {
-    /// The domain service.
-    pub registry: Registry,
-    /// The configuration in force.
-    pub config: Arc<Config>,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-}
-
-/// Route name a handler attaches to its response, for metrics labels.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
 
 /// Errors while starting up.
 #[derive(Debug, thiserror::Error)]
@@ -92,16 +78,6 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     })
 }
 
-/// The complete HTTP application.
-pub fn router(state: AppState) -> axum::Router {
-    let metrics = state.metrics.clone();
-    crate::oci::router()
-        .merge(crate::packs::router())
-        .merge(ops::router())
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(metrics, ops::track))
-}
-
 /// Starts the background sweeps of `serve` (abandoned uploads).
 pub fn spawn_background(state: &AppState) {
     let uploads = state.config.uploads.clone();
@@ -133,16 +109,34 @@ pub fn spawn_background(state: &AppState) {
     });
 }
 
-/// Serves `state` on `listener` until Ctrl-C or SIGTERM. Its connections can send
-/// blobs from files with `sendfile` (see [`crate::zerocopy`]).
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    let listener = ZeroCopyListener::new(listener, state.metrics.file_bytes_counter());
-    let app = router(state).into_make_service_with_connect_info::<SendFile>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+/// Serves `state` on `listener` until SIGTERM or SIGINT, then drains: the listener
+/// closes, in-flight requests get `server.shutdown_timeout_secs` to finish, and what
+/// is still open after that is closed (an upload cut off this way keeps the offset of
+/// its last complete chunk, so the client resumes it).
+pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let server = state.config.server.clone();
+    let workers = server.worker_count();
+    let secs = |s: u64| Duration::from_secs(s);
+    let keep_alive = match server.keep_alive_secs {
+        0 => KeepAlive::Disabled,
+        s => KeepAlive::Timeout(secs(s)),
+    };
+    HttpServer::new(move || http::app(state.clone()))
+        .workers(workers)
+        .keep_alive(keep_alive)
+        // Zero turns actix's timers off, as the configuration documents.
+        .client_request_timeout(secs(server.request_head_timeout_secs))
+        .client_disconnect_timeout(secs(server.disconnect_timeout_secs))
+        .max_connections(server.connection_limit().div_ceil(workers).max(1))
+        .tcp_nodelay(true)
+        .shutdown_timeout(server.shutdown_timeout_secs)
+        .shutdown_signal(shutdown_signal())
+        .listen(listener)?
+        .run()
         .await
 }
 
+/// SIGTERM (what Kubernetes and systemd send) or SIGINT (Ctrl-C): both drain.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -160,5 +154,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: draining in-flight requests");
 }

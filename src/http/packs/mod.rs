@@ -12,73 +12,98 @@ mod types;
 
 use std::sync::OnceLock;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, LOCATION};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
+use base64::Engine;
 use futures_util::{StreamExt, TryStreamExt};
 use utoipa::OpenApi;
 
-use crate::app::{AppState, RouteLabel};
+use crate::http::range::{Content, RangeRequest};
+use crate::http::{QueryPairs, State, body};
 use crate::metadata::PackFilter;
 use crate::registry::PackType;
 use crate::registry::packs::PackContent;
-use crate::storage::{ByteStream, DynFileSink};
+use crate::storage::ByteStream;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
 use types::*;
 
 /// Largest `manifest` part of a publish.
 const MAX_MANIFEST_PART: u64 = 1024 * 1024;
 
-/// The `/packs` router.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/packs", get(list).post(publish))
-        .route("/packs/openapi.json", get(openapi))
-        .route("/packs/{id}", get(get_pack))
-        .route("/packs/{id}/versions", get(versions))
-        .route("/packs/{id}/{version}", get(content).delete(delete))
+/// Registers the `/packs` routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/packs")
+            .wrap(actix_web::middleware::from_fn(recover))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| ApiError::bad_request(format!("path: {e}")).into()),
+            )
+            .service(
+                web::resource("")
+                    .name("packs_list")
+                    .get(list)
+                    .post(publish)
+                    .default_service(web::to(|| unsupported("GET, POST"))),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .name("packs_openapi")
+                    .get(openapi)
+                    .default_service(web::to(|| unsupported("GET"))),
+            )
+            .service(
+                web::resource("/{id}")
+                    .name("packs_get")
+                    .get(get_pack)
+                    .default_service(web::to(|| unsupported("GET"))),
+            )
+            .service(
+                web::resource("/{id}/versions")
+                    .name("packs_versions")
+                    .get(versions)
+                    .default_service(web::to(|| unsupported("GET"))),
+            )
+            .service(
+                web::resource("/{id}/{version}")
+                    .name("packs_content")
+                    .get(content)
+                    .route(web::head().to(content_head))
+                    .delete(delete)
+                    .default_service(web::to(|| unsupported("GET, HEAD, DELETE"))),
+            )
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such endpoint"))
+            })),
+    );
 }
 
-/// Attaches the metrics route label to an answer.
-fn respond(label: &'static str, result: Result<Response, ApiError>) -> Response {
-    let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    response.extensions_mut().insert(RouteLabel(label));
+/// A 405 naming the methods the resource serves.
+async fn unsupported(allow: &'static str) -> HttpResponse {
+    let mut response = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "the method is not supported on this endpoint",
+    )
+    .error_response();
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
     response
 }
 
-fn header(value: impl AsRef<str>) -> HeaderValue {
-    HeaderValue::from_str(value.as_ref()).expect("header values we build are ASCII")
-}
-
-/// Path segments, with a JSON error instead of axum's text one.
-struct Segments(Vec<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Segments {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Path::<Vec<String>>::from_request_parts(parts, state)
-            .await
-            .map(|Path(v)| Segments(v))
-            .map_err(|e| ApiError::bad_request(format!("path: {e}")))
-    }
-}
-
-impl Segments {
-    fn get(&self, i: usize) -> &str {
-        self.0.get(i).map(String::as_str).unwrap_or_default()
-    }
-}
-
-/// The query parameters of a listing.
-fn query_params(uri: &Uri) -> Vec<(String, String)> {
-    uri.query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+/// A handler that panicked answers 500 in the facade's error form (and is logged).
+async fn recover(
+    req: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    crate::http::recover_panics(req, next, || {
+        ApiError::new(ErrorCode::Internal, "internal server error").into()
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -100,27 +125,23 @@ fn query_params(uri: &Uri) -> Vec<(String, String)> {
         (status = 400, description = "A malformed parameter", body = ErrorEnvelope),
     )
 )]
-async fn list(State(state): State<AppState>, uri: Uri) -> Response {
-    respond("packs_list", list_inner(&state, &uri).await)
-}
-
-async fn list_inner(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
+async fn list(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let mut filter = PackFilter::default();
     let mut cursor = None;
     let mut limit = None;
     let max = state.registry.pack_settings().max_page;
-    for (key, value) in query_params(uri) {
-        match key.as_str() {
+    for (key, value) in QueryPairs::of(&req).iter() {
+        match key {
             "type" => {
-                let t = PackType::parse(&value).ok_or_else(|| {
+                let t = PackType::parse(value).ok_or_else(|| {
                     ApiError::bad_request(format!(
                         "type {value:?} must be one of policy, analyzer, task, bundle"
                     ))
                 })?;
                 filter.pack_type = Some(t.as_str().to_owned());
             }
-            "author" => filter.author = Some(value),
-            "q" => filter.q = Some(value),
+            "author" => filter.author = Some(value.to_owned()),
+            "q" => filter.q = Some(value.to_owned()),
             "limit" => {
                 let n = value
                     .parse::<u32>()
@@ -133,7 +154,7 @@ async fn list_inner(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
                     })?;
                 limit = Some(n);
             }
-            "cursor" => cursor = Some(value),
+            "cursor" => cursor = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -146,11 +167,10 @@ async fn list_inner(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
     } else {
         None
     };
-    Ok(axum::Json(PackList {
+    Ok(HttpResponse::Ok().json(PackList {
         packs: page.items.into_iter().map(PackSummary::from).collect(),
         next,
-    })
-    .into_response())
+    }))
 }
 
 #[utoipa::path(
@@ -167,19 +187,11 @@ async fn list_inner(state: &AppState, uri: &Uri) -> Result<Response, ApiError> {
         (status = 400, description = "A malformed path", body = ErrorEnvelope),
     )
 )]
-async fn get_pack(State(state): State<AppState>, path: Result<Segments, ApiError>) -> Response {
-    respond(
-        "packs_get",
-        async {
-            let path = path?;
-            let (_, latest) = state.registry.get_pack(path.get(0)).await?;
-            Ok(axum::Json(PackResponse {
-                pack: Pack::from(latest),
-            })
-            .into_response())
-        }
-        .await,
-    )
+async fn get_pack(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let (_, latest) = state.registry.get_pack(&id).await?;
+    Ok(HttpResponse::Ok().json(PackResponse {
+        pack: Pack::from(latest),
+    }))
 }
 
 #[utoipa::path(
@@ -196,19 +208,11 @@ async fn get_pack(State(state): State<AppState>, path: Result<Segments, ApiError
         (status = 400, description = "A malformed path", body = ErrorEnvelope),
     )
 )]
-async fn versions(State(state): State<AppState>, path: Result<Segments, ApiError>) -> Response {
-    respond(
-        "packs_versions",
-        async {
-            let path = path?;
-            let versions = state.registry.pack_versions(path.get(0)).await?;
-            Ok(axum::Json(VersionList {
-                versions: versions.into_iter().map(Version::from).collect(),
-            })
-            .into_response())
-        }
-        .await,
-    )
+async fn versions(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let versions = state.registry.pack_versions(&id).await?;
+    Ok(HttpResponse::Ok().json(VersionList {
+        versions: versions.into_iter().map(Version::from).collect(),
+    }))
 }
 
 /// `Digest` (RFC 3230) of a `sha256:`/`sha512:` digest: `sha-256=<base64>`.
@@ -218,29 +222,10 @@ fn digest_header(digest: &crate::digest::Digest) -> Option<String> {
         crate::digest::Algorithm::Sha256 => "sha-256",
         crate::digest::Algorithm::Sha512 => "sha-512",
     };
-    Some(format!("{name}={}", base64(&raw)))
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Some(format!(
+        "{name}={}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
 }
 
 #[utoipa::path(
@@ -272,85 +257,67 @@ fn base64(bytes: &[u8]) -> String {
     )
 )]
 async fn content(
-    State(state): State<AppState>,
-    path: Result<Segments, ApiError>,
-    crate::zerocopy::Sink(sink): crate::zerocopy::Sink,
-    headers: HeaderMap,
-) -> Response {
-    respond(
-        "packs_content",
-        content_inner(&state, path, &headers, sink).await,
-    )
-}
-
-async fn content_inner(
-    state: &AppState,
-    path: Result<Segments, ApiError>,
-    headers: &HeaderMap,
-    sink: Option<DynFileSink>,
-) -> Result<Response, ApiError> {
-    let path = path?;
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    state: State,
+    path: web::Path<(String, String)>,
+    range: RangeRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (id, version) = path.into_inner();
     let (version, read) = state
         .registry
-        .read_pack_content(
-            path.get(0),
-            path.get(1),
-            |size| crate::oci::params::resolve_range(range_header, size).ok(),
-            sink,
-        )
+        .read_pack_content(&id, &version, |size| range.resolve(size).ok(), None)
         .await?;
-    let status = if read.range.is_some() {
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    let body = read.body.map(Body::from_stream).unwrap_or_default();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&version.content_media_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(
-        header::ETAG,
-        header(format!("\"{}\"", version.content_digest)),
-    );
-    if let Some(d) = digest_header(&version.content_digest) {
-        h.insert("Digest", header(d));
+    Ok(Content {
+        size: read.size,
+        range: read.range,
+        body: read.body,
     }
-    h.insert("Pack-Version", header(&version.version));
+    .respond(content_headers(&version)))
+}
+
+/// `HEAD /packs/{id}/{version}`: the download's headers, no body.
+async fn content_head(
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, version) = path.into_inner();
+    let version = state.registry.resolve_pack_version(&id, &version).await?;
+    Ok(Content {
+        size: version.size,
+        range: None,
+        body: None,
+    }
+    .respond(content_headers(&version)))
+}
+
+/// The headers of a content download: type, `ETag`, RFC 3230 `Digest`, the version
+/// served, and a file name.
+fn content_headers(version: &crate::metadata::PackVersionRecord) -> HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    let media_type = if HeaderValue::from_str(&version.content_media_type).is_ok() {
+        version.content_media_type.as_str()
+    } else {
+        "application/octet-stream"
+    };
+    builder
+        .insert_header((CONTENT_TYPE, media_type))
+        .insert_header((ETAG, format!("\"{}\"", version.content_digest)))
+        .insert_header(("Pack-Version", version.version.as_str()));
+    if let Some(d) = digest_header(&version.content_digest) {
+        builder.insert_header(("Digest", d));
+    }
     let extension = if version.content_media_type.ends_with("tar+gzip") {
         ".tar.gz"
     } else {
         ""
     };
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        header(format!(
+    builder.insert_header((
+        CONTENT_DISPOSITION,
+        format!(
             "attachment; filename=\"{}-{}{extension}\"",
             version.pack_id, version.version
-        )),
-    );
-    match read.range {
-        Some(r) => {
-            h.insert(
-                header::CONTENT_LENGTH,
-                header((r.end - r.start).to_string()),
-            );
-            h.insert(
-                header::CONTENT_RANGE,
-                header(format!("bytes {}-{}/{}", r.start, r.end - 1, read.size)),
-            );
-        }
-        None => {
-            h.insert(header::CONTENT_LENGTH, header(read.size.to_string()));
-        }
-    }
-    Ok(response)
+        ),
+    ));
+    builder
 }
 
 #[utoipa::path(
@@ -370,24 +337,43 @@ async fn content_inner(
         (status = 400, description = "A malformed path", body = ErrorEnvelope),
     )
 )]
-async fn delete(State(state): State<AppState>, path: Result<Segments, ApiError>) -> Response {
-    respond(
-        "packs_delete",
-        async {
-            let path = path?;
-            let deleted = state
-                .registry
-                .delete_pack_version(path.get(0), path.get(1))
-                .await?;
-            let status = if deleted {
-                StatusCode::OK
-            } else {
-                StatusCode::NOT_FOUND
-            };
-            Ok((status, axum::Json(Deleted { deleted })).into_response())
-        }
-        .await,
-    )
+async fn delete(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, version) = path.into_inner();
+    let deleted = state.registry.delete_pack_version(&id, &version).await?;
+    let mut builder = if deleted {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::NotFound()
+    };
+    Ok(builder.json(Deleted { deleted }))
+}
+
+fn multipart_error(e: multer::Error) -> ApiError {
+    match e {
+        multer::Error::FieldSizeExceeded { field_name, .. } => ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the {} part is larger than {MAX_MANIFEST_PART} bytes",
+                field_name.unwrap_or_default()
+            ),
+        ),
+        other => ApiError::bad_request(format!("multipart body: {other}")),
+    }
+}
+
+/// The layer media type a content part asks for: its own `Content-Type` when that is
+/// a vendor type (`application/vnd.*`), else the default pack content type.
+fn content_media_type(field: &multer::Field<'_>) -> Option<String> {
+    field
+        .content_type()
+        .map(|m| m.essence_str().to_owned())
+        .filter(|m| m.starts_with("application/vnd."))
+}
+
+async fn discard(state: &State, staged: Option<(PackContent, Option<String>)>) {
+    if let Some((content, _)) = staged {
+        state.registry.discard_pack_content(content).await;
+    }
 }
 
 #[utoipa::path(
@@ -413,44 +399,14 @@ async fn delete(State(state): State<AppState>, path: Result<Segments, ApiError>)
         (status = 422, description = "The pack manifest breaks a rule", body = ErrorEnvelope),
     )
 )]
-async fn publish(State(state): State<AppState>, request: Request) -> Response {
-    respond("packs_publish", publish_inner(&state, request).await)
-}
 
-fn multipart_error(e: multer::Error) -> ApiError {
-    match e {
-        multer::Error::FieldSizeExceeded { field_name, .. } => ApiError::new(
-            ErrorCode::TooLarge,
-            format!(
-                "the {} part is larger than {MAX_MANIFEST_PART} bytes",
-                field_name.unwrap_or_default()
-            ),
-        ),
-        other => ApiError::bad_request(format!("multipart body: {other}")),
-    }
-}
-
-/// The layer media type a content part asks for: its own `Content-Type` when that is
-/// a vendor type (`application/vnd.*`), else the default pack content type.
-fn content_media_type(field: &multer::Field<'_>) -> Option<String> {
-    field
-        .content_type()
-        .map(|m| m.essence_str().to_owned())
-        .filter(|m| m.starts_with("application/vnd."))
-}
-
-async fn discard(state: &AppState, staged: Option<(PackContent, Option<String>)>) {
-    if let Some((content, _)) = staged {
-        state.registry.discard_pack_content(content).await;
-    }
-}
-
-async fn publish_inner(state: &AppState, request: Request) -> Result<Response, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+async fn publish(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let state = &state;
+    let content_type = crate::http::header_text(&req, "content-type").unwrap_or_default();
     let is_multipart = content_type
         .split(';')
         .next()
@@ -465,7 +421,11 @@ async fn publish_inner(state: &AppState, request: Request) -> Result<Response, A
         .map_err(|e| ApiError::bad_request(format!("Content-Type: {e}")))?;
     let constraints = multer::Constraints::new()
         .size_limit(multer::SizeLimit::new().for_field("manifest", MAX_MANIFEST_PART));
-    let body = request.into_body().into_data_stream();
+    let stall = state.config.server.body_stall_timeout_secs;
+    let body = body::stream(
+        payload,
+        (stall > 0).then(|| std::time::Duration::from_secs(stall)),
+    );
     let mut form = multer::Multipart::with_constraints(body, boundary, constraints);
 
     // Parts in either order: a manifest first is checked before any content is read
@@ -532,28 +492,22 @@ async fn publish_inner(state: &AppState, request: Request) -> Result<Response, A
         }
     };
     let record = published.record;
-    let status = if published.created {
-        StatusCode::CREATED
+    let mut builder = if published.created {
+        let mut b = HttpResponse::Created();
+        b.insert_header((
+            LOCATION,
+            format!("/packs/{}/{}", record.pack_id, record.version).replace('+', "%2B"),
+        ));
+        b
     } else {
-        StatusCode::OK
+        HttpResponse::Ok()
     };
-    let location = format!("/packs/{}/{}", record.pack_id, record.version);
-    let mut response = (
-        status,
-        axum::Json(Published {
-            pack_id: record.pack_id,
-            version: record.version,
-            digest: record.content_digest.to_string(),
-            manifest_digest: record.manifest_digest.to_string(),
-        }),
-    )
-        .into_response();
-    if published.created {
-        response
-            .headers_mut()
-            .insert(header::LOCATION, header(location.replace('+', "%2B")));
-    }
-    Ok(response)
+    Ok(builder.json(Published {
+        pack_id: record.pack_id,
+        version: record.version,
+        digest: record.content_digest.to_string(),
+        manifest_digest: record.manifest_digest.to_string(),
+    }))
 }
 
 /// The OpenAPI 3 document of `/packs`.
@@ -585,33 +539,15 @@ pub fn openapi_json() -> &'static str {
     })
 }
 
-async fn openapi() -> Response {
-    let mut response =
-        ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response();
-    response
-        .extensions_mut()
-        .insert(RouteLabel("packs_openapi"));
-    response
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(openapi_json())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        for (raw, encoded) in [
-            (&b""[..], ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foob", "Zm9vYg=="),
-            (b"fooba", "Zm9vYmE="),
-            (b"foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(raw), encoded);
-        }
-    }
 
     #[test]
     fn openapi_document_is_generated() {
