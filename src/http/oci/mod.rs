@@ -258,3 +258,43 @@ impl FromRequest for Pagination {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, test};
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn a_panicking_handler_answers_500_in_the_envelope() {
+        async fn boom() -> HttpResponse {
+            panic!("a bug reached by a request")
+        }
+        let app = test::init_service(
+            App::new().service(
+                web::scope("/v2")
+                    .wrap(actix_web::middleware::from_fn(recover))
+                    .route("/boom", web::get().to(boom))
+                    .route("/fine", web::get().to(base)),
+            ),
+        )
+        .await;
+        let err =
+            test::try_call_service(&app, test::TestRequest::get().uri("/v2/boom").to_request())
+                .await
+                .expect_err("the panic becomes an error answer");
+        let response = err.error_response();
+        assert_eq!(response.status(), 500);
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"errors": [{"code": "UNKNOWN", "message": "internal server error"}]})
+        );
+        // The worker goes on serving.
+        let ok =
+            test::call_service(&app, test::TestRequest::get().uri("/v2/fine").to_request()).await;
+        assert_eq!(ok.status(), 200);
+    }
+}
