@@ -961,35 +961,6 @@ async fn sha512_manifest_digests() {
 }
 
 /// Names whose components are the API's own path words still route.
-#[actix_web::test]
-async fn names_made_of_path_words() {
-    let app = TestApp::new().await;
-    for name in [
-        "manifests/blobs/tags",
-        "blobs/uploads/x",
-        "v2/referrers/list",
-    ] {
-        let (digest, body) = app.push_image(name, "list", b"l").await;
-        let location = app.start_upload(name).await;
-        assert!(
-            location.starts_with(&format!("/v2/{name}/blobs/uploads/")),
-            "{location}"
-        );
-        assert_eq!(
-            app.get(&location).await.status,
-            StatusCode::NO_CONTENT,
-            "{location}"
-        );
-        let r = app.get(format!("/v2/{name}/manifests/list")).await;
-        assert_eq!(r.status, StatusCode::OK, "{name}");
-        assert!(r.body == body);
-        let r = app.get(format!("/v2/{name}/tags/list")).await;
-        assert_eq!(r.json(), json!({ "name": name, "tags": ["list"] }));
-        let r = app.get(format!("/v2/{name}/referrers/{digest}")).await;
-        assert_eq!(r.status, StatusCode::OK, "{name}");
-    }
-}
-
 /// NUL cannot be stored in PostgreSQL text: a manifest whose media types carry one is
 /// invalid, and listing positions or filters carrying one are never a 500.
 async fn nul_characters_are_refused_not_failed(backend: Backend) {
@@ -1018,5 +989,59 @@ async fn nul_characters_are_refused_not_failed(backend: Backend) {
     ] {
         let r = app.get(uri).await;
         assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
+    }
+}
+
+/// A repository name is one path segment pattern: names whose segments are `blobs`,
+/// `manifests`, `tags`, `uploads` or `referrers` route by the suffix after them.
+#[actix_web::test]
+async fn names_made_of_endpoint_words_route_by_their_suffix() {
+    let app = TestApp::new().await;
+    for name in [
+        "blobs/uploads/x",
+        "manifests/manifests",
+        "a/blobs/b/blobs",
+        "tags/list/tags",
+        "referrers/referrers/r",
+        "uploads/blobs/uploads",
+        "v2/blobs",
+        "manifests/blobs/tags",
+        "v2/referrers/list",
+    ] {
+        // Blobs: monolithic push, then a chunked session (POST, PATCH, PUT).
+        let digest = app.push_blob(name, name.as_bytes()).await;
+        let r = app.get(format!("/v2/{name}/blobs/{digest}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert_eq!(&r.body[..], name.as_bytes(), "{name}");
+        let location = app.start_upload(name).await;
+        assert!(
+            location.starts_with(&format!("/v2/{name}/blobs/uploads/")),
+            "{name}: {location}"
+        );
+        let r = app
+            .req(Method::PATCH, &location)
+            .body(b"chunk".to_vec())
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{name}: {}", r.text());
+        let r = app
+            .req(
+                Method::PUT,
+                format!("{location}?digest={}", sha256(b"chunk")),
+            )
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{name}: {}", r.text());
+        // Manifests, tags and referrers.
+        let (manifest, body) = app.push_image(name, "v1", name.as_bytes()).await;
+        let r = app.get(format!("/v2/{name}/manifests/v1")).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert!(r.body == body, "{name}");
+        let r = app.get(format!("/v2/{name}/tags/list")).await;
+        assert_eq!(r.json()["name"], name);
+        assert_eq!(r.json()["tags"], json!(["v1"]));
+        let r = app.get(format!("/v2/{name}/referrers/{manifest}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert_eq!(r.json()["manifests"], json!([]));
     }
 }

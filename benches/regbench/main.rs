@@ -1600,6 +1600,43 @@ impl Bench {
                     }
                 }
             }
+            self.download_cold(size, prod_max).await;
+        }
+    }
+
+    /// The first pull right after a push (what every publish-then-fan-out does):
+    /// each round pushes a fresh blob to each server and times one whole download
+    /// of it at once, before anything else touches it. Whatever the upload left in
+    /// the page cache (Distribution writes through it; our `O_DIRECT` writes do not)
+    /// is what the download finds.
+    async fn download_cold(&mut self, size: u64, prod_max: u64) {
+        let key = format!("down.cold.{size}");
+        for round in 0..self.opts.rounds() {
+            for i in order(self.servers.len(), round) {
+                let s = self.servers[i].clone();
+                if s.who == Who::Prod && size > prod_max {
+                    continue;
+                }
+                let blob = self.maker.make(size);
+                if let Err(e) = upload_monolithic(&self.http, &s, "bench/cold", &blob).await {
+                    self.res.fail(&key, s.who, format!("set-up: {e}"));
+                    continue;
+                }
+                let http = &self.http;
+                let digest = &blob.digest;
+                let first = charged(&mut self.res.cpu, &s, "download", async {
+                    let t0 = Instant::now();
+                    let bytes = download(http, &s, "bench/cold", digest, None, size).await?;
+                    Ok::<_, String>(bytes as f64 / t0.elapsed().as_secs_f64() / 1e6)
+                })
+                .await;
+                match first {
+                    Ok(v) => self.res.add(&key, s.who, v),
+                    Err(e) => self.res.fail(&key, s.who, e),
+                }
+                s.drop_blob_bytes(&self.http, &blob.digest).await;
+                sync_disks();
+            }
         }
     }
 
@@ -2396,7 +2433,11 @@ fn report(
     }
     for &size in &sizes {
         let h = human(size);
-        for (kind, what) in [("whole", "whole"), ("range", "8 MiB ranges")] {
+        for (kind, what) in [
+            ("whole", "whole"),
+            ("range", "8 MiB ranges"),
+            ("cold", "first pull after push"),
+        ] {
             let key = format!("down.{kind}.{size}");
             let what = if kind == "range" && size < 32 * MIB {
                 format!("{} ranges", human(size / 4))
