@@ -25,6 +25,7 @@ crate::on_both_backends!(
     delete_removes_tag_and_row,
     openapi_document,
     nul_characters_are_refused_not_failed,
+    malformed_dates_are_refused_not_panics,
 );
 
 const PACK_CONFIG: &str = "application/vnd.stellaops.pack.config.v1+json";
@@ -1103,4 +1104,50 @@ async fn nul_characters_are_refused_not_failed(backend: Backend) {
         assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
         assert_eq!(r.json()["packs"], json!([]), "{uri}");
     }
+}
+
+/// A date that is not RFC 3339, with a character of several bytes where the parser
+/// looks for the offset: refused or ignored on every path that reads a date, never a
+/// panic (which would drop the connection).
+async fn malformed_dates_are_refused_not_panics(backend: Backend) {
+    const BAD: &str = "2024-01-01T00:00:00\u{e9}1234";
+    let app = TestApp::with_backend(backend).await;
+
+    // POST /packs: publishedAt is checked, 422.
+    let m = manifest("dated", "1.0.0", "policy", json!({"publishedAt": BAD}));
+    let (code, message) = api_error(
+        &publish(&app, &m, b"content").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(code, "INVALID_PACK");
+    assert!(message.contains("publishedAt"), "{message}");
+    assert_eq!(app.get("/packs/dated").await.status, StatusCode::NOT_FOUND);
+
+    // A /v2 push whose pack config carries it: stored as a plain artifact, not indexed.
+    let config = serde_json::to_vec(&m).unwrap();
+    let digest = push_v2_pack(&app, "dated", "1.0.0", &config, b"content", None).await;
+    let r = app.get(format!("/v2/packs/dated/manifests/{digest}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(app.get("/packs/dated").await.status, StatusCode::NOT_FOUND);
+
+    // A /v2 push of a valid pack whose created annotation carries it: indexed, the
+    // annotation ignored (the publish time is the push's).
+    let repo = "packs/created";
+    let config = serde_json::to_vec(&manifest("created", "1.0.0", "task", json!({}))).unwrap();
+    let config_digest = app.push_blob(repo, &config).await;
+    let layer = app.push_blob(repo, b"created content").await;
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": PACK_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": PACK_CONTENT, "digest": layer, "size": 15}],
+        "annotations": {"org.opencontainers.image.created": BAD},
+    }))
+    .unwrap();
+    app.push_manifest(repo, "1.0.0", OCI_MANIFEST, &body).await;
+    let pack = app.get("/packs/created").await.json()["pack"].clone();
+    assert_eq!(pack["version"], "1.0.0");
+    let published_at = pack["publishedAt"].as_str().unwrap();
+    assert!(published_at.starts_with("20"), "{published_at}");
+    assert_ne!(published_at, BAD);
 }
