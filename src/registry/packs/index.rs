@@ -1,8 +1,6 @@
 //! What a manifest pushed into a pack repository indexes, whichever API pushed it.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
+use oci_spec::image::{ANNOTATION_CREATED, ImageManifest, MediaType};
 use serde_json::Value;
 
 use super::{
@@ -10,37 +8,13 @@ use super::{
     valid_pack_id, validate_manifest,
 };
 use crate::digest::Digest;
-use crate::metadata::{PackVersionRecord, now_millis};
+use crate::metadata::{ManifestRecord, PackVersionRecord, now_millis};
 use crate::names::{RepoName, Tag};
-use crate::registry::media_types::OCI_MANIFEST;
 use crate::registry::{Error, Registry, Result};
 
 /// The lower-cased text `q` searches.
 pub fn search_text(pack_id: &str, name: &str, description: &str) -> String {
     format!("{pack_id}\n{name}\n{description}").to_lowercase()
-}
-
-// ---------------------------------------------------------------------------------
-// The OCI side: what a pack manifest looks like, and reading one back
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OciDescriptor {
-    media_type: String,
-    digest: String,
-    size: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OciManifest {
-    media_type: Option<String>,
-    artifact_type: Option<String>,
-    config: Option<OciDescriptor>,
-    #[serde(default)]
-    layers: Vec<OciDescriptor>,
-    subject: Option<serde_json::Value>,
-    annotations: Option<BTreeMap<String, String>>,
 }
 
 /// Why a manifest in a pack repository is, or is not, indexed.
@@ -55,9 +29,12 @@ enum Indexing {
     Index(Box<PackVersionRecord>),
 }
 
+/// Dependencies (or members) as the JSON array text the index stores.
 pub(super) fn dependencies_json(deps: &[PackDependency]) -> String {
-    serde_json::to_string(deps).expect("dependencies serialize")
+    // A list of two-string records always serializes.
+    serde_json::to_string(deps).unwrap_or_else(|_| "[]".into())
 }
+
 impl Registry {
     /// The pack id of a repository in the packs prefix (`<prefix><packId>`), if it is one.
     pub fn pack_id_of(&self, repo: &RepoName) -> Option<String> {
@@ -70,21 +47,28 @@ impl Registry {
             .map_err(|e| Error::PackInvalid(format!("packId {pack_id}: {e}")))
     }
 
-    /// The index row for a manifest being pushed into `repo` under `tags`, if it is a
-    /// pack to index. Called by `put_manifest` for every manifest; a pack artifact whose
-    /// config is not a valid pack manifest is stored as a plain artifact and the reason
-    /// logged. Fails only when storage cannot be read.
+    /// The index row for an image manifest (`record`, read as `doc`) being pushed into
+    /// `repo` under `tags`, if it is a pack to index. Called for every image manifest
+    /// pushed; a pack artifact whose config is not a valid pack manifest is stored as a
+    /// plain artifact and the reason logged. The config is read from the repository,
+    /// unless given (a publish, whose config is not stored yet). Fails only when
+    /// storage cannot be read.
     pub(in crate::registry) async fn pack_for_manifest(
         &self,
         repo: &RepoName,
-        digest: &Digest,
-        body: &[u8],
+        record: &ManifestRecord,
+        doc: &ImageManifest,
         tags: &[Tag],
+        config: Option<&[u8]>,
     ) -> Result<Option<PackVersionRecord>> {
         let Some(pack_id) = self.pack_id_of(repo) else {
             return Ok(None);
         };
-        match self.classify(repo, &pack_id, digest, body, tags).await? {
+        let digest = &record.digest;
+        let indexing = self
+            .classify(repo, &pack_id, record, doc, tags, config)
+            .await?;
+        match indexing {
             Indexing::NotAPack => Ok(None),
             Indexing::Skip(why) => {
                 tracing::debug!(%repo, %digest, reason = %why, "pack manifest not indexed");
@@ -105,52 +89,47 @@ impl Registry {
         &self,
         repo: &RepoName,
         pack_id: &str,
-        digest: &Digest,
-        body: &[u8],
+        record: &ManifestRecord,
+        doc: &ImageManifest,
         tags: &[Tag],
+        config_given: Option<&[u8]>,
     ) -> Result<Indexing> {
-        let Ok(doc) = serde_json::from_slice::<OciManifest>(body) else {
-            return Ok(Indexing::NotAPack);
-        };
-        let Some(config) = &doc.config else {
-            return Ok(Indexing::NotAPack); // an index: bundles as indexes are not indexed yet
-        };
+        let config = doc.config();
+        let config_media_type = config.media_type().as_ref();
         let by_artifact = doc
-            .artifact_type
-            .as_deref()
-            .and_then(PackType::from_artifact_type);
-        if by_artifact.is_none() && config.media_type != PACK_CONFIG {
+            .artifact_type()
+            .as_ref()
+            .and_then(|a| PackType::from_artifact_type(a.as_ref()));
+        if by_artifact.is_none() && config_media_type != PACK_CONFIG {
             return Ok(Indexing::NotAPack);
         }
-        if doc.subject.is_some() {
+        if doc.subject().is_some() {
             return Ok(Indexing::Skip("a referrer (has a subject)".into()));
         }
-        if doc
-            .media_type
-            .as_deref()
-            .is_some_and(|mt| mt != OCI_MANIFEST)
-        {
+        if MediaType::from(record.media_type.as_str()) != MediaType::ImageManifest {
             return Ok(Indexing::Malformed(format!(
                 "a pack is an OCI image manifest, not {}",
-                doc.media_type.as_deref().unwrap_or_default()
+                record.media_type
             )));
         }
-        if config.media_type != PACK_CONFIG {
+        if config_media_type != PACK_CONFIG {
             return Ok(Indexing::Malformed(format!(
-                "config media type is {}, not {PACK_CONFIG}",
-                config.media_type
+                "config media type is {config_media_type}, not {PACK_CONFIG}"
             )));
         }
-        let Ok(config_digest) = Digest::parse(&config.digest) else {
+        let Ok(config_digest) = Digest::parse(config.digest().as_ref()) else {
             return Ok(Indexing::Malformed("config digest is invalid".into()));
         };
-        if config.size < 0 || config.size as u64 > MAX_CONFIG_BYTES {
+        if config.size() > MAX_CONFIG_BYTES {
             return Ok(Indexing::Malformed(format!(
                 "config is {} bytes; a pack manifest is at most {MAX_CONFIG_BYTES}",
-                config.size
+                config.size()
             )));
         }
-        let config_bytes = self.read_small_blob(repo, &config_digest).await?;
+        let config_bytes = match config_given {
+            Some(given) => given.to_vec(),
+            None => self.read_small_blob(repo, &config_digest).await?,
+        };
         let pack = match validate_manifest(&config_bytes) {
             Ok(p) => p,
             Err(e) => return Ok(Indexing::Malformed(format!("pack manifest: {e}"))),
@@ -172,8 +151,8 @@ impl Registry {
         }
         // The content: the layer the pack manifest names by digest, else the first.
         let layer = match &pack.manifest.digest {
-            Some(d) => doc.layers.iter().find(|l| &l.digest == d),
-            None => doc.layers.first(),
+            Some(d) => doc.layers().iter().find(|l| l.digest().as_ref() == d),
+            None => doc.layers().first(),
         };
         let Some(layer) = layer else {
             return Ok(Indexing::Malformed(match &pack.manifest.digest {
@@ -181,15 +160,16 @@ impl Registry {
                 None => "no content layer".into(),
             }));
         };
-        let Ok(content_digest) = Digest::parse(&layer.digest) else {
+        let Ok(content_digest) = Digest::parse(layer.digest().as_ref()) else {
             return Ok(Indexing::Malformed(
                 "content layer digest is invalid".into(),
             ));
         };
-        if layer.size < 0 || pack.manifest.size.is_some_and(|s| s != layer.size as u64) {
+        if pack.manifest.size.is_some_and(|s| s != layer.size()) {
             return Ok(Indexing::Malformed(format!(
                 "content size {:?} does not match the layer's {}",
-                pack.manifest.size, layer.size
+                pack.manifest.size,
+                layer.size()
             )));
         }
         if !tags.contains(&pack.tag) {
@@ -199,9 +179,9 @@ impl Registry {
             )));
         }
         let created = doc
-            .annotations
+            .annotations()
             .as_ref()
-            .and_then(|a| a.get("org.opencontainers.image.created"))
+            .and_then(|a| a.get(ANNOTATION_CREATED))
             .and_then(|c| parse_rfc3339(c));
         let published_at = pack
             .manifest
@@ -222,10 +202,10 @@ impl Registry {
             search_text: search_text(pack_id, &pack.manifest.name, pack.description()),
             repository: repo.clone(),
             tag: pack.tag.clone(),
-            manifest_digest: digest.clone(),
+            manifest_digest: record.digest.clone(),
             content_digest,
-            content_media_type: layer.media_type.clone(),
-            size: layer.size as u64,
+            content_media_type: layer.media_type().to_string(),
+            size: layer.size(),
             published_at,
             dependencies: dependencies_json(&pack.manifest.dependencies),
             members: dependencies_json(&pack.manifest.members),
