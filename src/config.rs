@@ -216,6 +216,9 @@ pub struct LimitsConfig {
     pub max_name_length: usize,
     /// Largest page of tags or repositories returned at once (also the default).
     pub max_page_size: u32,
+    /// Most `?tag=` values one manifest push may name (more: 414; the distribution
+    /// spec asks registries to take at least 10).
+    pub max_tags_per_push: usize,
 }
 
 impl Default for LimitsConfig {
@@ -225,6 +228,7 @@ impl Default for LimitsConfig {
             max_blob_bytes: 0,
             max_name_length: crate::names::MAX_NAME_LEN,
             max_page_size: 10_000,
+            max_tags_per_push: 100,
         }
     }
 }
@@ -343,6 +347,9 @@ impl Config {
         }
         if !(1..=255).contains(&self.limits.max_name_length) {
             return bad("limits.max_name_length must be between 1 and 255".into());
+        }
+        if self.limits.max_tags_per_push < 10 {
+            return bad("limits.max_tags_per_push must be at least 10".into());
         }
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1".into());

@@ -182,11 +182,18 @@ pub trait BlobIndex: Send + Sync {
 /// Manifests, tags and referrers.
 #[async_trait]
 pub trait ManifestIndex: Send + Sync {
-    /// Of `digests`, those *not* present as blobs linked into `repo`.
-    async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
+    /// For each of `digests`, in order, the size of that blob if it is linked into
+    /// `repo`, else `None`; one round trip for the whole list.
+    async fn linked_blob_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>>;
 
-    /// Of `digests`, those *not* present as manifests in `repo`.
-    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
+    /// For each of `digests`, in order, the length of that manifest if it is in `repo`,
+    /// else `None`; one round trip for the whole list.
+    async fn manifest_sizes(&self, repo: &RepoName, digests: &[Digest])
+    -> Result<Vec<Option<u64>>>;
 
     /// Stores a manifest with what it references and points `tags` at it, in one
     /// transaction. Re-putting an existing digest is idempotent (tags still move). A

@@ -161,22 +161,33 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    /// Which of `digests` the query (`$1` the array of them, `$2` the repository)
-    /// returns: one round trip for the whole list, in the list's order.
-    async fn missing(&self, sql: &str, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
+    /// The size the query (`$1` the array of `digests`, `$2` the repository) finds for
+    /// each digest, `None` where it finds none: one round trip for the whole list, in
+    /// the list's order.
+    async fn sizes(
+        &self,
+        sql: &str,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
         if digests.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
         let list: Vec<&str> = digests.iter().map(Digest::as_str).collect();
-        let rows: Vec<String> = sqlx::query_scalar(sql)
+        let rows: Vec<Option<i64>> = sqlx::query_scalar(sql)
             .bind(list)
             .bind(repo.as_str())
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| conn.fail(e))?;
-        rows.into_iter().map(digest).collect()
+        rows.into_iter().map(size).collect()
     }
+}
+
+fn size(s: Option<i64>) -> Result<Option<u64>> {
+    s.map(|s| u64::try_from(s).map_err(|_| MetadataError::Corrupt(format!("size {s}"))))
+        .transpose()
 }
 
 fn digest(s: String) -> Result<Digest> {
@@ -379,20 +390,29 @@ async fn put_manifest_in(
 
 #[async_trait]
 impl ManifestIndex for PostgresStore {
-    async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        self.missing(
-            "SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) WHERE NOT EXISTS
-               (SELECT 1 FROM repository_blobs WHERE repo = $2 AND digest = l.d) ORDER BY i",
+    async fn linked_blob_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
+        self.sizes(
+            "SELECT (SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+                     WHERE rb.repo = $2 AND rb.digest = l.d)
+             FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) ORDER BY i",
             repo,
             digests,
         )
         .await
     }
 
-    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        self.missing(
-            "SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) WHERE NOT EXISTS
-               (SELECT 1 FROM manifests WHERE repo = $2 AND digest = l.d) ORDER BY i",
+    async fn manifest_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
+        self.sizes(
+            "SELECT (SELECT m.size FROM manifests m WHERE m.repo = $2 AND m.digest = l.d)
+             FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) ORDER BY i",
             repo,
             digests,
         )

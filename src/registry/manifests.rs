@@ -367,7 +367,59 @@ fn acceptable(accept: &[String], media_type: &str) -> bool {
         })
 }
 
+/// Checks that what a manifest references exists, with the sizes its descriptors
+/// declare: `blob_sizes` and `child_sizes` hold the sizes found for `checked.blobs` and
+/// `checked.children`, in order (`None`: not in the repository).
+fn verify_sizes(
+    checked: &Checked,
+    blob_sizes: &[Option<u64>],
+    child_sizes: &[Option<u64>],
+) -> Result<()> {
+    let blobs = checked.blobs.iter().zip(blob_sizes);
+    let children = checked.children.iter().zip(child_sizes);
+    let missing: Vec<Digest> = blobs
+        .clone()
+        .chain(children.clone())
+        .filter(|(_, found)| found.is_none())
+        .map(|(r, _)| r.digest.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::ManifestBlobUnknown(missing));
+    }
+    for ((r, found), what) in blobs
+        .map(|b| (b, "blob"))
+        .chain(children.map(|c| (c, "manifest")))
+    {
+        if let Some(actual) = *found
+            && actual != r.size
+        {
+            return Err(Error::ManifestInvalid(format!(
+                "{}: size {} does not match the {what}'s {actual} bytes",
+                r.field, r.size
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Registry {
+    /// Checks that the blobs and child manifests `checked` references are in `repo`
+    /// with the sizes their descriptors declare (the subject is exempt: it may not
+    /// exist). One query for the blobs, one for the children of an index.
+    async fn verify_references(&self, repo: &RepoName, checked: &Checked) -> Result<()> {
+        let digests =
+            |refs: &[Referenced]| refs.iter().map(|r| r.digest.clone()).collect::<Vec<_>>();
+        let blob_sizes = self
+            .meta
+            .linked_blob_sizes(repo, &digests(&checked.blobs))
+            .await?;
+        let child_sizes = self
+            .meta
+            .manifest_sizes(repo, &digests(&checked.children))
+            .await?;
+        verify_sizes(checked, &blob_sizes, &child_sizes)
+    }
+
     /// Stores a manifest pushed to `reference`, tagging it with the reference (when
     /// a tag) and `extra_tags`. A pack pushed into a pack repository is indexed in the
     /// same transaction (see `packs.rs`).
@@ -395,6 +447,12 @@ impl Registry {
         extra_tags: &[Tag],
         create_pack: bool,
     ) -> Result<ManifestPushed> {
+        if extra_tags.len() > self.limits.max_tags_per_push {
+            return Err(Error::TooManyTags {
+                count: extra_tags.len(),
+                limit: self.limits.max_tags_per_push,
+            });
+        }
         if body.len() as u64 > self.limits.max_manifest_bytes {
             return Err(Error::TooLarge {
                 what: "manifest",
@@ -414,32 +472,7 @@ impl Registry {
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
         let checked = check(content_type, body, digest)?;
-        let mut missing = self
-            .meta
-            .missing_blobs(
-                repo,
-                &checked
-                    .blobs
-                    .iter()
-                    .map(|r| r.digest.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
-        missing.extend(
-            self.meta
-                .missing_manifests(
-                    repo,
-                    &checked
-                        .children
-                        .iter()
-                        .map(|r| r.digest.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .await?,
-        );
-        if !missing.is_empty() {
-            return Err(Error::ManifestBlobUnknown(missing));
-        }
+        self.verify_references(repo, &checked).await?;
         let mut tags: Vec<Tag> = Vec::with_capacity(extra_tags.len() + 1);
         if let Reference::Tag(t) = reference {
             tags.push(t.clone());
