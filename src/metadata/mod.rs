@@ -356,6 +356,12 @@ pub trait PackIndex: Send + Sync {
     /// manifest and one of `tags`), replacing any row of the same version. With
     /// `create_only`, fails with [`MetadataError::Conflict`] (storing nothing) when the
     /// version is already indexed or its tag already exists.
+    ///
+    /// `link` lists blobs, `(digest, size)`, whose verified bytes are durable but which
+    /// are not indexed yet (a publish's content and config): they are recorded and
+    /// linked into `repo` (creating it) in the same transaction, so that a publish that
+    /// fails leaves no repository and no link.
+    #[allow(clippy::too_many_arguments)]
     async fn put_pack_manifest(
         &self,
         repo: &RepoName,
@@ -364,6 +370,7 @@ pub trait PackIndex: Send + Sync {
         tags: &[Tag],
         pack: &PackVersionRecord,
         create_only: bool,
+        link: &[(Digest, u64)],
     ) -> Result<()>;
 
     /// Packs matching `filter` whose id is after `after`, ordered by id, at most `n`.

@@ -622,7 +622,23 @@ fn like_substring(text: &str) -> String {
     out
 }
 
+/// Records blobs and links them into a repository (creating it), as
+/// [`BlobIndex::link_blob`] does for one: `$1` the repository, `$2` now, `$3` and `$4`
+/// the digests and sizes. Foreign keys are checked at the end of the statement.
+const LINK_BLOBS_SQL: &str = "
+    WITH repo AS (
+        INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
+    ), blob AS (
+        INSERT INTO blobs (digest, size, created_at)
+        SELECT l.d, l.s, $2 FROM unnest($3::text[], $4::int8[]) AS l(d, s)
+        ON CONFLICT DO NOTHING
+    )
+    INSERT INTO repository_blobs (repo, digest, created_at)
+    SELECT $1, l.d, $2 FROM unnest($3::text[]) AS l(d)
+    ON CONFLICT DO NOTHING";
+
 /// [`PackIndex::put_pack_manifest`] on `conn`, in a transaction of its own.
+#[allow(clippy::too_many_arguments)]
 async fn put_pack_manifest_in(
     conn: &mut PgConnection,
     repo: &RepoName,
@@ -631,6 +647,7 @@ async fn put_pack_manifest_in(
     tags: &[Tag],
     p: &PackVersionRecord,
     create_only: bool,
+    link: &[(Digest, u64)],
 ) -> Result<()> {
     let mut tx = conn.begin().await?;
     // Publishes of one pack are serialized (the same lock the packs trigger takes),
@@ -653,6 +670,21 @@ async fn put_pack_manifest_in(
         if taken.is_some() {
             return Err(MetadataError::Conflict);
         }
+    }
+    if !link.is_empty() {
+        let digests: Vec<&str> = link.iter().map(|(d, _)| d.as_str()).collect();
+        let sizes = link
+            .iter()
+            .map(|(_, s)| i64::try_from(*s))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|e| MetadataError::Database(format!("blob size: {e}")))?;
+        sqlx::query(LINK_BLOBS_SQL)
+            .bind(repo.as_str())
+            .bind(now_millis())
+            .bind(digests)
+            .bind(sizes)
+            .execute(&mut *tx)
+            .await?;
     }
     put_manifest_in(&mut tx, repo, m, references, tags).await?;
     sqlx::query(&format!(
@@ -705,9 +737,11 @@ impl PackIndex for PostgresStore {
         tags: &[Tag],
         p: &PackVersionRecord,
         create_only: bool,
+        link: &[(Digest, u64)],
     ) -> Result<()> {
         let mut conn = self.conn().await?;
-        let put = put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only).await;
+        let put =
+            put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only, link).await;
         conn.settle(put)
     }
 

@@ -210,6 +210,42 @@ impl BlobIndex for SqliteStore {
     }
 }
 
+/// Records `blobs` and links them into `repo` (creating it) inside the caller's
+/// transaction: [`BlobIndex::link_blob`] for each.
+async fn link_blobs_in(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    blobs: &[(Digest, u64)],
+) -> Result<()> {
+    let now = now_millis();
+    for (digest, size) in blobs {
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(i64::try_from(*size).map_err(|_| MetadataError::Database(format!("size {size}")))?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The statements of a manifest push (see [`put_manifest_in`]); `?1` is
 /// [`put_manifest_values`], `?2` the body.
 const PUT_MANIFEST_SQL: &str = "INSERT INTO repositories (name, created_at)
@@ -535,6 +571,7 @@ impl PackIndex for SqliteStore {
         tags: &[Tag],
         p: &PackVersionRecord,
         create_only: bool,
+        link: &[(Digest, u64)],
     ) -> Result<()> {
         // One writer connection: the checks below and the writes cannot interleave
         // with another publish.
@@ -554,6 +591,7 @@ impl PackIndex for SqliteStore {
                 return Err(MetadataError::Conflict);
             }
         }
+        link_blobs_in(&mut tx, repo, link).await?;
         put_manifest_in(&mut tx, repo, m, references, tags).await?;
         sqlx::query(&format!(
             "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})

@@ -989,6 +989,7 @@ async fn publish(s: &dyn MetadataStore, id: &str, version: &str) -> PackVersionR
         std::slice::from_ref(&p.tag),
         &p,
         false,
+        &[],
     )
     .await
     .expect("put_pack_manifest");
@@ -1051,6 +1052,7 @@ pub(crate) async fn packs_round_trip(s: &dyn MetadataStore) {
         std::slice::from_ref(&p2.tag),
         &p2,
         false,
+        &[],
     )
     .await
     .unwrap();
@@ -1150,7 +1152,15 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let again = pack_row("once", "1.0.0", &m, "b");
     let r = &first.repository;
     let e = s
-        .put_pack_manifest(r, &m, &[], std::slice::from_ref(&again.tag), &again, true)
+        .put_pack_manifest(
+            r,
+            &m,
+            &[],
+            std::slice::from_ref(&again.tag),
+            &again,
+            true,
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, MetadataError::Conflict), "{e:?}");
@@ -1169,7 +1179,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let m2 = manifest("once 2");
     let v2 = pack_row("once", "2.0.0", &m2, "a");
     let e = s
-        .put_pack_manifest(r, &m2, &[], std::slice::from_ref(&v2.tag), &v2, true)
+        .put_pack_manifest(r, &m2, &[], std::slice::from_ref(&v2.tag), &v2, true, &[])
         .await
         .unwrap_err();
     assert!(matches!(e, MetadataError::Conflict), "{e:?}");
@@ -1183,10 +1193,85 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
         std::slice::from_ref(&v3.tag),
         &v3,
         true,
+        &[],
     )
     .await
     .unwrap();
     assert_eq!(versions_of(s, "once").await, ["3.0.0", "1.0.0"]);
+}
+
+/// `put_pack_manifest` records and links the blobs it is given (a publish's content and
+/// config) in its own transaction: created with the version, and not at all when the
+/// version or its tag exists already.
+pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
+    let m = manifest("linked 1");
+    let p = pack_row("linked", "1.0.0", &m, "a");
+    let r = &p.repository;
+    let (content, config) = (blob("linked content"), blob("linked config"));
+    assert!(!s.repository_exists(r).await.unwrap());
+    s.put_pack_manifest(
+        r,
+        &m,
+        &[
+            (config.clone(), ReferenceKind::Config),
+            (content.clone(), ReferenceKind::Layer),
+        ],
+        std::slice::from_ref(&p.tag),
+        &p,
+        true,
+        &[(content.clone(), 5 << 32), (config.clone(), 3)],
+    )
+    .await
+    .unwrap();
+    assert!(s.repository_exists(r).await.unwrap());
+    assert_eq!(
+        s.linked_blob_sizes(r, &[content.clone(), config.clone()])
+            .await
+            .unwrap(),
+        [Some(5 << 32), Some(3)]
+    );
+
+    // The same version again (a lost race): nothing of the loser is recorded.
+    let loser = blob("loser content");
+    let m2 = manifest("linked 1 again");
+    let again = pack_row("linked", "1.0.0", &m2, "b");
+    let e = s
+        .put_pack_manifest(
+            r,
+            &m2,
+            &[],
+            std::slice::from_ref(&again.tag),
+            &again,
+            true,
+            &[(loser.clone(), 7)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetadataError::Conflict), "{e:?}");
+    assert_eq!(s.blob_in_repo(r, &loser).await.unwrap(), None);
+    assert_eq!(s.blob_size(&loser).await.unwrap(), None);
+
+    // A tag taken by something else, in a repository of its own: no link either.
+    let taken = repo("packs/taken");
+    put(s, &taken, &manifest("plain image"), &["1.0.0"]).await;
+    let m3 = manifest("taken 1");
+    let mut v = pack_row("taken", "1.0.0", &m3, "a");
+    v.repository = taken.clone();
+    let e = s
+        .put_pack_manifest(
+            &taken,
+            &m3,
+            &[],
+            std::slice::from_ref(&v.tag),
+            &v,
+            true,
+            &[(loser.clone(), 7)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetadataError::Conflict), "{e:?}");
+    assert_eq!(s.blob_in_repo(&taken, &loser).await.unwrap(), None);
+    assert_eq!(s.get_pack_version("taken", "1.0.0").await.unwrap(), None);
 }
 
 /// Versions of one pack indexed concurrently all land, and the summary names the
@@ -1256,6 +1341,7 @@ pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
             std::slice::from_ref(&p.tag),
             &p,
             false,
+            &[],
         )
         .await
         .unwrap();
@@ -1350,7 +1436,7 @@ macro_rules! metadata_suite {
             blob_and_manifest_sizes, upload_sessions, concurrent_upload_updates,
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
-            packs_create_only, packs_list_filter_and_search, packs_concurrent_versions);
+            packs_create_only, packs_link_blobs_with_the_manifest, packs_list_filter_and_search, packs_concurrent_versions);
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{Error, Registry, Result};
 use crate::digest::{Algorithm, Digest};
-use crate::metadata::{ManifestRecord, MetadataError, ReferenceKind, now_millis};
+use crate::metadata::{ManifestRecord, ReferenceKind, now_millis};
 use crate::names::{Reference, RepoName, Tag};
 
 /// Manifest media types as text, for headers and bodies the HTTP layer writes.
@@ -370,7 +370,7 @@ fn acceptable(accept: &[String], media_type: &str) -> bool {
 /// Checks that what a manifest references exists, with the sizes its descriptors
 /// declare: `blob_sizes` and `child_sizes` hold the sizes found for `checked.blobs` and
 /// `checked.children`, in order (`None`: not in the repository).
-fn verify_sizes(
+pub(super) fn verify_sizes(
     checked: &Checked,
     blob_sizes: &[Option<u64>],
     child_sizes: &[Option<u64>],
@@ -422,7 +422,7 @@ impl Registry {
 
     /// Stores a manifest pushed to `reference`, tagging it with the reference (when
     /// a tag) and `extra_tags`. A pack pushed into a pack repository is indexed in the
-    /// same transaction (see `packs.rs`).
+    /// same transaction (see `packs/index.rs`).
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -430,22 +430,6 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
         extra_tags: &[Tag],
-    ) -> Result<ManifestPushed> {
-        self.put_manifest_as(repo, reference, content_type, body, extra_tags, false)
-            .await
-    }
-
-    /// [`put_manifest`](Self::put_manifest); with `create_pack`, the manifest must be a
-    /// pack to index whose version and tag do not exist yet ([`Error::PackConflict`]
-    /// otherwise, storing nothing).
-    pub(super) async fn put_manifest_as(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-        content_type: Option<&str>,
-        body: Bytes,
-        extra_tags: &[Tag],
-        create_pack: bool,
     ) -> Result<ManifestPushed> {
         if extra_tags.len() > self.limits.max_tags_per_push {
             return Err(Error::TooManyTags {
@@ -491,28 +475,10 @@ impl Registry {
             Parsed::Index => None,
         };
         match pack {
-            Some(pack) => self
-                .meta
-                .put_pack_manifest(
-                    repo,
-                    &checked.record,
-                    &references,
-                    &tags,
-                    &pack,
-                    create_pack,
-                )
-                .await
-                .map_err(|e| match e {
-                    MetadataError::Conflict => Error::PackConflict(format!(
-                        "version {} of {} exists already",
-                        pack.version, pack.pack_id
-                    )),
-                    other => other.into(),
-                })?,
-            None if create_pack => {
-                return Err(Error::Internal(
-                    "a published pack manifest was not recognised as a pack".into(),
-                ));
+            Some(pack) => {
+                self.meta
+                    .put_pack_manifest(repo, &checked.record, &references, &tags, &pack, false, &[])
+                    .await?
             }
             None => {
                 self.meta

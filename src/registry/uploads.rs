@@ -337,8 +337,10 @@ impl Registry {
         }
     }
 
-    /// Makes a staged blob durable under its digest and links it into `repo`.
-    pub(super) async fn commit_staged(&self, repo: &RepoName, staged: &StagedBlob) -> Result<()> {
+    /// Makes a staged blob's bytes durable under its digest. Nothing is visible yet:
+    /// the caller records and links the blob in metadata afterwards (or leaves the bytes,
+    /// unreferenced, to garbage collection).
+    pub(super) async fn commit_staged(&self, staged: &StagedBlob) -> Result<()> {
         let committed = self
             .blobs
             .commit(
@@ -351,9 +353,6 @@ impl Registry {
             self.discard(staged.upload).await;
             return Err(e.into());
         }
-        self.meta
-            .link_blob(repo, &staged.digest, staged.size)
-            .await?;
         Ok(())
     }
 

@@ -1,7 +1,14 @@
 //! `POST /packs`: publishing a pack through the facade.
 
+use std::collections::HashMap;
+use std::str::FromStr;
+
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use oci_spec::image::{
+    ANNOTATION_AUTHORS, ANNOTATION_CREATED, ANNOTATION_DESCRIPTION, ANNOTATION_TITLE,
+    ANNOTATION_VERSION, DescriptorBuilder, ImageManifestBuilder, MediaType,
+};
+use serde_json::Value;
 
 use super::index::dependencies_json;
 use super::{
@@ -9,9 +16,11 @@ use super::{
     validate_manifest,
 };
 use crate::digest::{Algorithm, Digest};
-use crate::metadata::{PackVersionRecord, now_millis};
-use crate::names::{Reference, RepoName};
+use crate::metadata::{MetadataError, PackVersionRecord, now_millis};
+use crate::names::RepoName;
+use crate::registry::manifests::{Parsed, check, valid_media_type, verify_sizes};
 use crate::registry::media_types::OCI_MANIFEST;
+use crate::registry::uploads::StagedBlob;
 use crate::registry::{Error, Registry, Result};
 use crate::storage::ByteStream;
 
@@ -62,49 +71,35 @@ impl Registry {
         self.discard_staged(&content.0).await;
     }
 
-    /// Publishes a pack: checks the pack manifest (`manifest_json`) and its
-    /// dependencies, and stores the content blob (staged beforehand by
-    /// [`stage_pack_content`](Self::stage_pack_content), which hashed it up to the
-    /// configured limit), the config blob and the OCI manifest in `<prefix><packId>`
-    /// under the version's tag, indexed, in one final transaction. The content is
-    /// consumed: published or discarded.
+    /// Publishes a pack: checks the pack manifest (`manifest_json`), its dependencies
+    /// and the content's media type, builds the config blob and the OCI manifest and
+    /// validates it like any push, and only then stores: the content (staged beforehand
+    /// by [`stage_pack_content`](Self::stage_pack_content), which hashed it up to the
+    /// configured limit) and config bytes, then in one transaction their links into
+    /// `<prefix><packId>`, the manifest, the version's tag and the index row. The
+    /// content is consumed: published or discarded.
     ///
     /// The same version again with the same content and fields is `created: false`;
     /// with anything different it is [`Error::PackConflict`]. When anything fails,
-    /// nothing new is visible (blobs already written are left to garbage collection).
+    /// nothing is visible: no repository, link, tag or row, and no staged bytes (bytes
+    /// made durable for a transaction that then lost a race stay, unreferenced, for
+    /// garbage collection).
     pub async fn publish_pack(
         &self,
         manifest_json: &[u8],
         content: PackContent,
         content_media_type: Option<&str>,
     ) -> Result<PublishedPack> {
-        match self.checked_pack(manifest_json).await {
+        let staged = content.0;
+        let outcome = match self.checked_pack(manifest_json).await {
             Ok((pack, repo)) => {
-                self.publish_checked(&pack, &repo, content, content_media_type)
+                self.publish_staged(&pack, &repo, &staged, content_media_type)
                     .await
             }
-            Err(e) => {
-                self.discard_pack_content(content).await;
-                Err(e)
-            }
-        }
-    }
-
-    async fn publish_checked(
-        &self,
-        pack: &ValidPack,
-        repo: &RepoName,
-        content: PackContent,
-        content_media_type: Option<&str>,
-    ) -> Result<PublishedPack> {
-        let staged = content.0;
-        let outcome = self
-            .publish_staged(pack, repo, &staged, content_media_type)
-            .await;
-        if !matches!(outcome, Ok(PublishedPack { created: true, .. })) {
-            // Committed blobs were moved out of the staging area; this removes the rest.
-            self.discard_staged(&staged).await;
-        }
+            Err(e) => Err(e),
+        };
+        // A commit moved the content out of the staging area; this removes the rest.
+        self.discard_staged(&staged).await;
         outcome
     }
 
@@ -112,9 +107,15 @@ impl Registry {
         &self,
         pack: &ValidPack,
         repo: &RepoName,
-        staged: &crate::registry::uploads::StagedBlob,
+        staged: &StagedBlob,
         content_media_type: Option<&str>,
     ) -> Result<PublishedPack> {
+        let media_type = content_media_type.unwrap_or(PACK_CONTENT);
+        if !valid_media_type(media_type) {
+            return Err(Error::PackInvalid(format!(
+                "the content's media type {media_type:?} is not a media type (RFC 6838)"
+            )));
+        }
         if let Some(d) = &pack.manifest.digest
             && d != staged.digest.as_str()
         {
@@ -139,43 +140,83 @@ impl Registry {
             return self.republished(pack, existing, &staged.digest);
         }
 
-        self.commit_staged(repo, staged).await?;
-        let media_type = content_media_type.unwrap_or(PACK_CONTENT).to_owned();
-        let published_at = now_millis();
+        // Everything is built and checked before anything is stored.
         let mut stored = pack.manifest.clone();
         stored.digest = Some(staged.digest.to_string());
         stored.size = Some(staged.size);
-        stored.published_at = Some(format_rfc3339(published_at));
-        let config = Bytes::from(serde_json::to_vec(&stored).expect("pack manifest serializes"));
+        stored.published_at = Some(format_rfc3339(now_millis()));
+        let config = serde_json::to_vec(&stored)
+            .map(Bytes::from)
+            .map_err(|e| Error::Internal(format!("pack manifest: {e}")))?;
         let config_digest = Digest::of(Algorithm::Sha256, &config);
-        let config_size = config.len();
-        let config_stream: ByteStream = Box::pin(futures_util::stream::once(async move {
-            Ok::<_, std::io::Error>(config)
-        }));
-        self.push_blob(repo, &config_digest, config_stream).await?;
-
         let body = oci_manifest(
             pack,
             &stored,
-            (&config_digest, config_size),
+            (&config_digest, config.len()),
             staged,
-            &media_type,
-        );
-        let pushed = self
-            .put_manifest_as(
+            media_type,
+        )?;
+        let digest = Digest::of(Algorithm::Sha256, &body);
+        // Anything wrong in the built manifest came from the request: a 4xx.
+        let checked = check(Some(OCI_MANIFEST), body, digest).map_err(|e| match e {
+            Error::ManifestInvalid(m) => Error::PackInvalid(m),
+            other => other,
+        })?;
+        let link = [
+            (staged.digest.clone(), staged.size),
+            (config_digest.clone(), config.len() as u64),
+        ];
+        let sizes: Vec<Option<u64>> = checked
+            .blobs
+            .iter()
+            .map(|r| link.iter().find(|(d, _)| d == &r.digest).map(|(_, s)| *s))
+            .collect();
+        verify_sizes(&checked, &sizes, &[])?;
+        let Parsed::Image(doc) = &checked.parsed else {
+            return Err(Error::Internal("a pack manifest read as an index".into()));
+        };
+        let tags = [pack.tag.clone()];
+        let record = self
+            .pack_for_manifest(repo, &checked.record, doc, &tags, Some(&config))
+            .await?
+            .ok_or_else(|| {
+                Error::Internal("a published pack manifest was not recognised as a pack".into())
+            })?;
+
+        // The bytes, durable but not visible (no metadata row refers to them yet)...
+        self.commit_staged(staged).await?;
+        let config_len = config.len() as u64;
+        let config_stream: ByteStream = Box::pin(futures_util::stream::once(async move {
+            Ok::<_, std::io::Error>(config)
+        }));
+        let written = self.blobs.put_blob(&config_digest, config_stream).await?;
+        if written != config_len {
+            return Err(Error::Internal(format!(
+                "storage wrote {written} bytes of a {config_len}-byte pack config"
+            )));
+        }
+        // ...then links, manifest, tag and index row in one transaction.
+        let stored = self
+            .meta
+            .put_pack_manifest(
                 repo,
-                &Reference::Tag(pack.tag.clone()),
-                Some(OCI_MANIFEST),
-                body,
-                &[],
+                &checked.record,
+                &checked.references(),
+                &tags,
+                &record,
                 true,
+                &link,
             )
             .await;
-        match pushed {
-            Ok(_) => {}
-            // Lost a race with an identical or conflicting publish of this version.
-            Err(Error::PackConflict(_)) => {
-                return match self
+        match stored {
+            Ok(()) => Ok(PublishedPack {
+                created: true,
+                record,
+            }),
+            // Lost a race with an identical or conflicting publish of this version, or
+            // the tag is taken by something else.
+            Err(MetadataError::Conflict) => {
+                match self
                     .meta
                     .get_pack_version(&pack.manifest.pack_id, &pack.manifest.version)
                     .await?
@@ -185,19 +226,10 @@ impl Registry {
                         "tag {} of {repo} is taken by an artifact that is not this pack",
                         pack.tag
                     ))),
-                };
+                }
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e.into()),
         }
-        let record = self
-            .meta
-            .get_pack_version(&pack.manifest.pack_id, &pack.manifest.version)
-            .await?
-            .ok_or_else(|| Error::Internal("published pack version is not indexed".into()))?;
-        Ok(PublishedPack {
-            created: true,
-            record,
-        })
     }
 
     /// A publish of a version that exists: idempotent when nothing differs.
@@ -248,45 +280,65 @@ impl Registry {
     }
 }
 
-/// The OCI image manifest of a published pack (DESIGN §6).
+/// The OCI image manifest of a published pack (DESIGN §6), built with `oci-spec` and
+/// written with its keys in byte order (as JSON objects are here), so that the same
+/// pack always gives the same bytes.
 fn oci_manifest(
     pack: &ValidPack,
     stored: &PackManifest,
     (config_digest, config_size): (&Digest, usize),
-    content: &crate::registry::uploads::StagedBlob,
+    content: &StagedBlob,
     content_media_type: &str,
-) -> Bytes {
-    let title = if content_media_type.ends_with("tar+gzip") {
-        format!("{}-{}.tar.gz", stored.pack_id, stored.version)
-    } else {
-        format!("{}-{}", stored.pack_id, stored.version)
-    };
-    let mut annotations = Map::new();
-    let mut annotate = |k: &str, v: &str| {
-        if !v.is_empty() {
-            annotations.insert(format!("org.opencontainers.image.{k}"), v.into());
+) -> Result<Bytes> {
+    let built = || -> std::result::Result<Vec<u8>, String> {
+        let digest =
+            |d: &Digest| oci_spec::image::Digest::from_str(d.as_str()).map_err(|e| e.to_string());
+        let title = if content_media_type.ends_with("tar+gzip") {
+            format!("{}-{}.tar.gz", stored.pack_id, stored.version)
+        } else {
+            format!("{}-{}", stored.pack_id, stored.version)
+        };
+        let mut annotations = HashMap::new();
+        for (key, value) in [
+            (ANNOTATION_VERSION, stored.version.as_str()),
+            (
+                ANNOTATION_CREATED,
+                stored.published_at.as_deref().unwrap_or_default(),
+            ),
+            (ANNOTATION_AUTHORS, pack.author()),
+            (ANNOTATION_DESCRIPTION, pack.description()),
+            (ANNOTATION_TITLE, stored.name.as_str()),
+        ] {
+            if !value.is_empty() {
+                annotations.insert(key.to_owned(), value.to_owned());
+            }
         }
+        let config = DescriptorBuilder::default()
+            .media_type(MediaType::from(PACK_CONFIG))
+            .digest(digest(config_digest)?)
+            .size(config_size as u64)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let layer = DescriptorBuilder::default()
+            .media_type(MediaType::from(content_media_type))
+            .digest(digest(&content.digest)?)
+            .size(content.size)
+            .annotations(HashMap::from([(ANNOTATION_TITLE.to_owned(), title)]))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .artifact_type(MediaType::from(pack.pack_type.artifact_type().as_str()))
+            .config(config)
+            .layers(vec![layer])
+            .annotations(annotations)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let sorted: Value = serde_json::to_value(&manifest).map_err(|e| e.to_string())?;
+        serde_json::to_vec(&sorted).map_err(|e| e.to_string())
     };
-    annotate("version", &stored.version);
-    annotate(
-        "created",
-        stored.published_at.as_deref().unwrap_or_default(),
-    );
-    annotate("authors", pack.author());
-    annotate("description", pack.description());
-    annotate("title", &stored.name);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": pack.pack_type.artifact_type(),
-        "config": { "mediaType": PACK_CONFIG, "digest": config_digest.as_str(), "size": config_size },
-        "layers": [{
-            "mediaType": content_media_type,
-            "digest": content.digest.as_str(),
-            "size": content.size,
-            "annotations": { "org.opencontainers.image.title": title },
-        }],
-        "annotations": annotations,
-    });
-    Bytes::from(serde_json::to_vec(&manifest).expect("manifest serializes"))
+    built()
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal(format!("building a pack's OCI manifest: {e}")))
 }
