@@ -607,3 +607,22 @@ async fn blob_size_limit() {
     let ok = vec![2u8; 16];
     app.push_blob("r", &ok).await;
 }
+
+/// A `Content-Range` reaching the largest 64-bit offset covers more bytes than any
+/// body: refused, whether the body is empty or not, and nothing is appended.
+#[tokio::test]
+async fn widest_content_range_is_refused() {
+    let app = TestApp::new().await;
+    let location = app.start_upload("r").await;
+    for body in [&b""[..], b"abc"] {
+        let r = app
+            .req(Method::PATCH, &location)
+            .header("Content-Range", "0-18446744073709551615")
+            .body(body)
+            .send()
+            .await;
+        assert!(r.status.is_client_error(), "{}: {}", r.status, r.text());
+        let status = app.get(&location).await;
+        assert_eq!(status.header("range"), Some("0-0"), "nothing was appended");
+    }
+}
