@@ -53,7 +53,7 @@ impl Registry {
 
     /// Streams pack content into a staging area, hashing it, up to the configured
     /// limit ([`Error::TooLarge`] beyond, leaving nothing). Nothing is visible until
-    /// [`publish_staged_pack`](Self::publish_staged_pack).
+    /// [`publish_pack`](Self::publish_pack).
     pub async fn stage_pack_content(&self, content: ByteStream) -> Result<PackContent> {
         let staged = self
             .stage_blob(
