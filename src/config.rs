@@ -285,6 +285,9 @@ pub struct LimitsConfig {
     pub max_name_length: usize,
     /// Largest page of tags or repositories returned at once (also the default).
     pub max_page_size: u32,
+    /// Most `?tag=` values one manifest push may name (more: 414; the distribution
+    /// spec asks registries to take at least 10).
+    pub max_tags_per_push: usize,
 }
 
 impl Default for LimitsConfig {
@@ -294,6 +297,7 @@ impl Default for LimitsConfig {
             max_blob_bytes: 0,
             max_name_length: crate::names::MAX_NAME_LEN,
             max_page_size: 10_000,
+            max_tags_per_push: 100,
         }
     }
 }
@@ -418,6 +422,9 @@ impl Config {
         }
         if self.server.shutdown_timeout_secs > 3600 {
             return bad("server.shutdown_timeout_secs must be at most 3600".into());
+        }
+        if self.limits.max_tags_per_push < 10 {
+            return bad("limits.max_tags_per_push must be at least 10".into());
         }
         if self.limits.max_page_size == 0 {
             return bad("limits.max_page_size must be at least 1".into());

@@ -10,7 +10,7 @@ use sha2::Digest as _;
 use sha2::digest::common::hazmat::SerializableState;
 
 /// A digest algorithm the registry accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
     /// SHA-256, the default and what every client uses.
     Sha256,
@@ -73,7 +73,7 @@ pub enum DigestError {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
     text: String,
-    algo_len: usize,
+    algorithm: Algorithm,
 }
 
 impl Digest {
@@ -92,7 +92,7 @@ impl Digest {
         }
         Ok(Digest {
             text: s.to_owned(),
-            algo_len: algo.len(),
+            algorithm,
         })
     }
 
@@ -105,14 +105,15 @@ impl Digest {
 
     /// The algorithm part.
     pub fn algorithm(&self) -> Algorithm {
-        self.text[..self.algo_len]
-            .parse()
-            .expect("validated at construction")
+        self.algorithm
     }
 
     /// The hex part.
     pub fn hex(&self) -> &str {
-        &self.text[self.algo_len + 1..]
+        self.text
+            .split_once(':')
+            .map(|(_, hex)| hex)
+            .unwrap_or_default()
     }
 
     /// The whole digest string.
@@ -168,13 +169,14 @@ impl Hasher {
 
     /// The digest of everything fed so far (the hasher itself is left untouched).
     pub fn finish(&self) -> Digest {
-        let (algo, hex) = match self {
-            Hasher::Sha256(h) => ("sha256", hex::encode((**h).clone().finalize())),
-            Hasher::Sha512(h) => ("sha512", hex::encode((**h).clone().finalize())),
+        let hex = match self {
+            Hasher::Sha256(h) => hex::encode((**h).clone().finalize()),
+            Hasher::Sha512(h) => hex::encode((**h).clone().finalize()),
         };
+        let algorithm = self.algorithm();
         Digest {
-            text: format!("{algo}:{hex}"),
-            algo_len: algo.len(),
+            text: format!("{}:{hex}", algorithm.as_str()),
+            algorithm,
         }
     }
 

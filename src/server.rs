@@ -64,6 +64,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         max_manifest_bytes: config.limits.max_manifest_bytes,
         max_blob_bytes: config.limits.max_blob_bytes,
         max_page: config.limits.max_page_size,
+        max_tags_per_push: config.limits.max_tags_per_push,
         ..Limits::default()
     };
     Ok(AppState {

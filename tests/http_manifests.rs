@@ -10,7 +10,8 @@ use serde_json::json;
 crate::on_both_backends!(
     every_manifest_type_round_trips,
     delete_semantics,
-    nul_characters_are_refused_not_failed
+    nul_characters_are_refused_not_failed,
+    descriptor_sizes_must_match,
 );
 
 /// Bytes laid out the way no serializer would, so that any re-encoding shows.
@@ -1044,4 +1045,128 @@ async fn names_made_of_endpoint_words_route_by_their_suffix() {
         assert_eq!(r.status, StatusCode::OK, "{name}");
         assert_eq!(r.json()["manifests"], json!([]));
     }
+}
+
+/// A descriptor's `size` must be the length of what it references (config, layers,
+/// index children); the subject is exempt, as it may not exist. Refused with
+/// `MANIFEST_INVALID` naming the descriptor; nothing is stored.
+async fn descriptor_sizes_must_match(backend: Backend) {
+    let app = TestApp::with_backend(backend).await;
+    let config = app.push_empty_config("r").await;
+    let layer = app.push_blob("r", b"hello world").await;
+    let image = |config: &serde_json::Value, layer_size: u64| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+            "layers": [{"mediaType": OCI_LAYER, "digest": layer, "size": layer_size}],
+        }))
+        .unwrap()
+    };
+    let mut bodies = serde_json::Map::new();
+    let body = app
+        .put_manifest("r", "bad", Some(OCI_MANIFEST), &image(&config, 999))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    bodies.insert("layer".into(), body);
+    let mut wrong_config = config.clone();
+    wrong_config["size"] = json!(5);
+    let body = app
+        .put_manifest("r", "bad", Some(OCI_MANIFEST), &image(&wrong_config, 11))
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    bodies.insert("config".into(), body);
+
+    let child = image(&config, 11);
+    let child_digest = app.push_manifest("r", "child", OCI_MANIFEST, &child).await;
+    let index = index_manifest(OCI_INDEX, &[(OCI_MANIFEST, &child_digest, child.len() + 1)]);
+    let body = app
+        .put_manifest("r", "bad", Some(OCI_INDEX), &index)
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    assert_eq!(body["errors"][0]["code"], "MANIFEST_INVALID");
+    assert_eq!(
+        body["errors"][0]["message"],
+        format!(
+            "manifest invalid: manifests[0]: size {} does not match the manifest's {} bytes",
+            child.len() + 1,
+            child.len()
+        )
+    );
+    allow_duplicates! {
+        assert_json_snapshot!(bodies, @r#"
+            {
+              "config": {
+                "errors": [
+                  {
+                    "code": "MANIFEST_INVALID",
+                    "message": "manifest invalid: config: size 5 does not match the blob's 2 bytes"
+                  }
+                ]
+              },
+              "layer": {
+                "errors": [
+                  {
+                    "code": "MANIFEST_INVALID",
+                    "message": "manifest invalid: layers[0]: size 999 does not match the blob's 11 bytes"
+                  }
+                ]
+              }
+            }
+        "#);
+    }
+    assert_eq!(
+        app.get("/v2/r/manifests/bad").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The right sizes go in; a subject's size is not checked (it may not exist).
+    let index = index_manifest(OCI_INDEX, &[(OCI_MANIFEST, &child_digest, child.len())]);
+    app.push_manifest("r", "index", OCI_INDEX, &index).await;
+    app.push_referrer(
+        "r",
+        &sha256(b"absent"),
+        12345,
+        "application/x-sig",
+        json!({}),
+    )
+    .await;
+    app.push_referrer("r", &child_digest, 1, "application/x-sig", json!({}))
+        .await;
+}
+
+/// `?tag=` values are bounded (`limits.max_tags_per_push`): past the limit the push is
+/// 414 (the distribution spec's answer) and stores nothing; at the limit, every tag is
+/// taken and echoed.
+#[actix_web::test]
+async fn tags_per_push_are_bounded() {
+    let app = TestApp::build(Backend::Fs, |c| c.limits.max_tags_per_push = 10).await;
+    let (digest, body) = app.push_image("r", "base", b"layer").await;
+    let put = |n: usize| {
+        let query: Vec<String> = (0..n).map(|i| format!("tag=t{i}")).collect();
+        app.req(
+            Method::PUT,
+            format!("/v2/r/manifests/{digest}?{}", query.join("&")),
+        )
+        .header("Content-Type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+    };
+    let r = put(11).await;
+    assert_json_snapshot!(r.error(StatusCode::URI_TOO_LONG), @r#"
+        {
+          "errors": [
+            {
+              "code": "MANIFEST_INVALID",
+              "message": "11 tags in one manifest push; at most 10 are accepted"
+            }
+          ]
+        }
+    "#);
+    assert_eq!(
+        app.get("/v2/r/manifests/t0").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = put(10).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.header_all("oci-tag").len(), 10);
+    assert_eq!(app.get("/v2/r/manifests/t9").await.status, StatusCode::OK);
 }

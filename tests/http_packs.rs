@@ -24,6 +24,8 @@ crate::on_both_backends!(
     delete_removes_tag_and_row,
     openapi_document,
     nul_characters_are_refused_not_failed,
+    malformed_dates_are_refused_not_panics,
+    failed_publishes_leave_nothing,
 );
 
 const PACK_CONFIG: &str = "application/vnd.stellaops.pack.config.v1+json";
@@ -1102,4 +1104,170 @@ async fn nul_characters_are_refused_not_failed(backend: Backend) {
         assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
         assert_eq!(r.json()["packs"], json!([]), "{uri}");
     }
+}
+
+/// A date that is not RFC 3339, with a character of several bytes where the parser
+/// looks for the offset: refused or ignored on every path that reads a date, never a
+/// panic (which would drop the connection).
+async fn malformed_dates_are_refused_not_panics(backend: Backend) {
+    const BAD: &str = "2024-01-01T00:00:00\u{e9}1234";
+    let app = TestApp::with_backend(backend).await;
+
+    // POST /packs: publishedAt is checked, 422.
+    let m = manifest("dated", "1.0.0", "policy", json!({"publishedAt": BAD}));
+    let (code, message) = api_error(
+        &publish(&app, &m, b"content").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(code, "INVALID_PACK");
+    assert!(message.contains("publishedAt"), "{message}");
+    assert_eq!(app.get("/packs/dated").await.status, StatusCode::NOT_FOUND);
+
+    // A /v2 push whose pack config carries it: stored as a plain artifact, not indexed.
+    let config = serde_json::to_vec(&m).unwrap();
+    let digest = push_v2_pack(&app, "dated", "1.0.0", &config, b"content", None).await;
+    let r = app.get(format!("/v2/packs/dated/manifests/{digest}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(app.get("/packs/dated").await.status, StatusCode::NOT_FOUND);
+
+    // A /v2 push of a valid pack whose created annotation carries it: indexed, the
+    // annotation ignored (the publish time is the push's).
+    let repo = "packs/created";
+    let config = serde_json::to_vec(&manifest("created", "1.0.0", "task", json!({}))).unwrap();
+    let config_digest = app.push_blob(repo, &config).await;
+    let layer = app.push_blob(repo, b"created content").await;
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": PACK_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": PACK_CONTENT, "digest": layer, "size": 15}],
+        "annotations": {"org.opencontainers.image.created": BAD},
+    }))
+    .unwrap();
+    app.push_manifest(repo, "1.0.0", OCI_MANIFEST, &body).await;
+    let pack = app.get("/packs/created").await.json()["pack"].clone();
+    assert_eq!(pack["version"], "1.0.0");
+    let published_at = pack["publishedAt"].as_str().unwrap();
+    assert!(published_at.starts_with("20"), "{published_at}");
+    assert_ne!(published_at, BAD);
+}
+
+/// Upload areas left in the filesystem store's staging area (other backends' areas are
+/// not visible from here: `None`).
+fn staged(app: &TestApp, backend: Backend) -> Option<usize> {
+    (backend == Backend::Fs).then(|| {
+        std::fs::read_dir(app.storage_path().join("uploads"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    })
+}
+
+/// Insists that `content` is not a blob of `repo`.
+async fn nothing_left(app: &TestApp, content: &[u8], repo: &str) {
+    let url = format!("/v2/{repo}/blobs/{}", sha256(content));
+    assert_eq!(app.head(&url).await.status, StatusCode::NOT_FOUND, "{url}");
+}
+
+/// A publish that fails, for whatever reason, leaves no repository, no blob link, no
+/// tag and no staged bytes, and a request error is a 4xx.
+async fn failed_publishes_leave_nothing(backend: Backend) {
+    let app = TestApp::build(backend, |c| c.packs.max_content_bytes = 1024).await;
+    let catalog = || async { app.get("/v2/_catalog").await.json()["repositories"].clone() };
+    let before = catalog().await;
+
+    // A content media type the multipart parser takes and RFC 6838 does not.
+    let m = serde_json::to_vec(&manifest("tilde", "1.0.0", "policy", json!({}))).unwrap();
+    let r = post_form(
+        &app,
+        multipart(&[
+            ("manifest", None, &m),
+            ("content", Some("application/vnd.acme~x"), b"tilde content"),
+        ]),
+    )
+    .await;
+    let (code, message) = api_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code, "INVALID_PACK");
+    assert!(message.contains("application/vnd.acme~x"), "{message}");
+    nothing_left(&app, b"tilde content", "packs/tilde").await;
+
+    // A dependency that does not resolve, the content sent first (so it is staged).
+    let m = manifest(
+        "needy",
+        "1.0.0",
+        "task",
+        json!({"dependencies": [{"packId": "absent", "version": "^1"}]}),
+    );
+    let r = post_form(
+        &app,
+        multipart(&[
+            ("content", None, b"needy content"),
+            ("manifest", None, &serde_json::to_vec(&m).unwrap()),
+        ]),
+    )
+    .await;
+    api_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    nothing_left(&app, b"needy content", "packs/needy").await;
+
+    // Content over the limit.
+    let big = vec![7u8; 1025];
+    let r = publish(&app, &manifest("big", "1.0.0", "task", json!({})), &big).await;
+    api_error(&r, StatusCode::PAYLOAD_TOO_LARGE);
+    nothing_left(&app, &big, "packs/big").await;
+    assert_eq!(catalog().await, before, "no repository was created");
+    assert_eq!(
+        staged(&app, backend).unwrap_or(0),
+        0,
+        "nothing staged is left"
+    );
+
+    // The version's tag taken through /v2 by something that is not this pack: the
+    // publish gets as far as its transaction, which refuses it.
+    app.push_image("packs/taken", "1.0.0", b"an image layer")
+        .await;
+    let r = publish(
+        &app,
+        &manifest("taken", "1.0.0", "policy", json!({})),
+        b"taken pack",
+    )
+    .await;
+    api_error(&r, StatusCode::CONFLICT);
+    nothing_left(&app, b"taken pack", "packs/taken").await;
+    assert_eq!(
+        app.get("/v2/packs/taken/tags/list").await.json()["tags"],
+        json!(["1.0.0"])
+    );
+
+    // Publishes of one version racing: one wins, the others leave no trace.
+    let m = manifest("race", "1.0.0", "policy", json!({}));
+    let contents: Vec<Vec<u8>> = (0..6)
+        .map(|i| format!("race content {i}").into_bytes())
+        .collect();
+    let answers =
+        futures_util::future::join_all(contents.iter().map(|c| publish(&app, &m, c))).await;
+    let winners: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i].status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for (i, (answer, content)) in answers.iter().zip(&contents).enumerate() {
+        if i == winners[0] {
+            let url = format!("/v2/packs/race/blobs/{}", sha256(content));
+            assert_eq!(app.head(&url).await.status, StatusCode::OK);
+        } else {
+            api_error(answer, StatusCode::CONFLICT);
+            nothing_left(&app, content, "packs/race").await;
+        }
+    }
+    let mut expected = before.as_array().unwrap().clone();
+    expected.extend([json!("packs/race"), json!("packs/taken")]);
+    assert_eq!(catalog().await, json!(expected));
+    assert_eq!(
+        staged(&app, backend).unwrap_or(0),
+        0,
+        "nothing staged is left"
+    );
 }

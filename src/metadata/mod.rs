@@ -182,11 +182,18 @@ pub trait BlobIndex: Send + Sync {
 /// Manifests, tags and referrers.
 #[async_trait]
 pub trait ManifestIndex: Send + Sync {
-    /// Of `digests`, those *not* present as blobs linked into `repo`.
-    async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
+    /// For each of `digests`, in order, the size of that blob if it is linked into
+    /// `repo`, else `None`; one round trip for the whole list.
+    async fn linked_blob_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>>;
 
-    /// Of `digests`, those *not* present as manifests in `repo`.
-    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>>;
+    /// For each of `digests`, in order, the length of that manifest if it is in `repo`,
+    /// else `None`; one round trip for the whole list.
+    async fn manifest_sizes(&self, repo: &RepoName, digests: &[Digest])
+    -> Result<Vec<Option<u64>>>;
 
     /// Stores a manifest with what it references and points `tags` at it, in one
     /// transaction. Re-putting an existing digest is idempotent (tags still move). A
@@ -349,6 +356,12 @@ pub trait PackIndex: Send + Sync {
     /// manifest and one of `tags`), replacing any row of the same version. With
     /// `create_only`, fails with [`MetadataError::Conflict`] (storing nothing) when the
     /// version is already indexed or its tag already exists.
+    ///
+    /// `link` lists blobs, `(digest, size)`, whose verified bytes are durable but which
+    /// are not indexed yet (a publish's content and config): they are recorded and
+    /// linked into `repo` (creating it) in the same transaction, so that a publish that
+    /// fails leaves no repository and no link.
+    #[allow(clippy::too_many_arguments)]
     async fn put_pack_manifest(
         &self,
         repo: &RepoName,
@@ -357,6 +370,7 @@ pub trait PackIndex: Send + Sync {
         tags: &[Tag],
         pack: &PackVersionRecord,
         create_only: bool,
+        link: &[(Digest, u64)],
     ) -> Result<()>;
 
     /// Packs matching `filter` whose id is after `after`, ordered by id, at most `n`.

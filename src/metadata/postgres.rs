@@ -161,22 +161,33 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    /// Which of `digests` the query (`$1` the array of them, `$2` the repository)
-    /// returns: one round trip for the whole list, in the list's order.
-    async fn missing(&self, sql: &str, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
+    /// The size the query (`$1` the array of `digests`, `$2` the repository) finds for
+    /// each digest, `None` where it finds none: one round trip for the whole list, in
+    /// the list's order.
+    async fn sizes(
+        &self,
+        sql: &str,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
         if digests.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
         let list: Vec<&str> = digests.iter().map(Digest::as_str).collect();
-        let rows: Vec<String> = sqlx::query_scalar(sql)
+        let rows: Vec<Option<i64>> = sqlx::query_scalar(sql)
             .bind(list)
             .bind(repo.as_str())
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| conn.fail(e))?;
-        rows.into_iter().map(digest).collect()
+        rows.into_iter().map(size).collect()
     }
+}
+
+fn size(s: Option<i64>) -> Result<Option<u64>> {
+    s.map(|s| u64::try_from(s).map_err(|_| MetadataError::Corrupt(format!("size {s}"))))
+        .transpose()
 }
 
 fn digest(s: String) -> Result<Digest> {
@@ -379,20 +390,29 @@ async fn put_manifest_in(
 
 #[async_trait]
 impl ManifestIndex for PostgresStore {
-    async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        self.missing(
-            "SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) WHERE NOT EXISTS
-               (SELECT 1 FROM repository_blobs WHERE repo = $2 AND digest = l.d) ORDER BY i",
+    async fn linked_blob_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
+        self.sizes(
+            "SELECT (SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+                     WHERE rb.repo = $2 AND rb.digest = l.d)
+             FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) ORDER BY i",
             repo,
             digests,
         )
         .await
     }
 
-    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        self.missing(
-            "SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) WHERE NOT EXISTS
-               (SELECT 1 FROM manifests WHERE repo = $2 AND digest = l.d) ORDER BY i",
+    async fn manifest_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
+        self.sizes(
+            "SELECT (SELECT m.size FROM manifests m WHERE m.repo = $2 AND m.digest = l.d)
+             FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) ORDER BY i",
             repo,
             digests,
         )
@@ -602,7 +622,23 @@ fn like_substring(text: &str) -> String {
     out
 }
 
+/// Records blobs and links them into a repository (creating it), as
+/// [`BlobIndex::link_blob`] does for one: `$1` the repository, `$2` now, `$3` and `$4`
+/// the digests and sizes. Foreign keys are checked at the end of the statement.
+const LINK_BLOBS_SQL: &str = "
+    WITH repo AS (
+        INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
+    ), blob AS (
+        INSERT INTO blobs (digest, size, created_at)
+        SELECT l.d, l.s, $2 FROM unnest($3::text[], $4::int8[]) AS l(d, s)
+        ON CONFLICT DO NOTHING
+    )
+    INSERT INTO repository_blobs (repo, digest, created_at)
+    SELECT $1, l.d, $2 FROM unnest($3::text[]) AS l(d)
+    ON CONFLICT DO NOTHING";
+
 /// [`PackIndex::put_pack_manifest`] on `conn`, in a transaction of its own.
+#[allow(clippy::too_many_arguments)]
 async fn put_pack_manifest_in(
     conn: &mut PgConnection,
     repo: &RepoName,
@@ -611,6 +647,7 @@ async fn put_pack_manifest_in(
     tags: &[Tag],
     p: &PackVersionRecord,
     create_only: bool,
+    link: &[(Digest, u64)],
 ) -> Result<()> {
     let mut tx = conn.begin().await?;
     // Publishes of one pack are serialized (the same lock the packs trigger takes),
@@ -633,6 +670,21 @@ async fn put_pack_manifest_in(
         if taken.is_some() {
             return Err(MetadataError::Conflict);
         }
+    }
+    if !link.is_empty() {
+        let digests: Vec<&str> = link.iter().map(|(d, _)| d.as_str()).collect();
+        let sizes = link
+            .iter()
+            .map(|(_, s)| i64::try_from(*s))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|e| MetadataError::Database(format!("blob size: {e}")))?;
+        sqlx::query(LINK_BLOBS_SQL)
+            .bind(repo.as_str())
+            .bind(now_millis())
+            .bind(digests)
+            .bind(sizes)
+            .execute(&mut *tx)
+            .await?;
     }
     put_manifest_in(&mut tx, repo, m, references, tags).await?;
     sqlx::query(&format!(
@@ -685,9 +737,11 @@ impl PackIndex for PostgresStore {
         tags: &[Tag],
         p: &PackVersionRecord,
         create_only: bool,
+        link: &[(Digest, u64)],
     ) -> Result<()> {
         let mut conn = self.conn().await?;
-        let put = put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only).await;
+        let put =
+            put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only, link).await;
         conn.settle(put)
     }
 

@@ -73,21 +73,32 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Which of `digests` the query (`?1` a JSON array of them, `?2` the repository)
-    /// returns: one statement for the whole list, in the list's order.
-    async fn missing(&self, sql: &str, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
+    /// The size the query (`?1` a JSON array of `digests`, `?2` the repository) finds
+    /// for each digest, `None` where it finds none: one statement for the whole list,
+    /// in the list's order.
+    async fn sizes(
+        &self,
+        sql: &str,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
         if digests.is_empty() {
             return Ok(Vec::new());
         }
-        let list = serde_json::to_string(&digests.iter().map(Digest::as_str).collect::<Vec<_>>())
-            .expect("strings serialize");
-        let rows: Vec<String> = sqlx::query_scalar(sql)
+        let list = serde_json::Value::from(digests.iter().map(Digest::as_str).collect::<Vec<_>>())
+            .to_string();
+        let rows: Vec<Option<i64>> = sqlx::query_scalar(sql)
             .bind(list)
             .bind(repo.as_str())
             .fetch_all(&self.reader)
             .await?;
-        rows.into_iter().map(digest).collect()
+        rows.into_iter().map(size).collect()
     }
+}
+
+fn size(s: Option<i64>) -> Result<Option<u64>> {
+    s.map(|s| u64::try_from(s).map_err(|_| MetadataError::Corrupt(format!("size {s}"))))
+        .transpose()
 }
 
 fn digest(s: String) -> Result<Digest> {
@@ -199,6 +210,42 @@ impl BlobIndex for SqliteStore {
     }
 }
 
+/// Records `blobs` and links them into `repo` (creating it) inside the caller's
+/// transaction: [`BlobIndex::link_blob`] for each.
+async fn link_blobs_in(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    blobs: &[(Digest, u64)],
+) -> Result<()> {
+    let now = now_millis();
+    for (digest, size) in blobs {
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(i64::try_from(*size).map_err(|_| MetadataError::Database(format!("size {size}")))?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The statements of a manifest push (see [`put_manifest_in`]); `?1` is
 /// [`put_manifest_values`], `?2` the body.
 const PUT_MANIFEST_SQL: &str = "INSERT INTO repositories (name, created_at)
@@ -290,20 +337,29 @@ async fn put_manifest_in(
 
 #[async_trait]
 impl ManifestIndex for SqliteStore {
-    async fn missing_blobs(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        self.missing(
-            "SELECT value FROM json_each(?) WHERE NOT EXISTS
-               (SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = value)",
+    async fn linked_blob_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
+        self.sizes(
+            "SELECT (SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+                     WHERE rb.repo = ?2 AND rb.digest = l.value)
+             FROM json_each(?1) l ORDER BY l.key",
             repo,
             digests,
         )
         .await
     }
 
-    async fn missing_manifests(&self, repo: &RepoName, digests: &[Digest]) -> Result<Vec<Digest>> {
-        self.missing(
-            "SELECT value FROM json_each(?) WHERE NOT EXISTS
-               (SELECT 1 FROM manifests WHERE repo = ? AND digest = value)",
+    async fn manifest_sizes(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<u64>>> {
+        self.sizes(
+            "SELECT (SELECT m.size FROM manifests m WHERE m.repo = ?2 AND m.digest = l.value)
+             FROM json_each(?1) l ORDER BY l.key",
             repo,
             digests,
         )
@@ -515,6 +571,7 @@ impl PackIndex for SqliteStore {
         tags: &[Tag],
         p: &PackVersionRecord,
         create_only: bool,
+        link: &[(Digest, u64)],
     ) -> Result<()> {
         // One writer connection: the checks below and the writes cannot interleave
         // with another publish.
@@ -534,6 +591,7 @@ impl PackIndex for SqliteStore {
                 return Err(MetadataError::Conflict);
             }
         }
+        link_blobs_in(&mut tx, repo, link).await?;
         put_manifest_in(&mut tx, repo, m, references, tags).await?;
         sqlx::query(&format!(
             "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})

@@ -397,10 +397,10 @@ pub(crate) async fn delete_tag_keeps_manifest(s: &dyn MetadataStore) {
         Some(m.clone())
     );
     assert_eq!(
-        s.missing_manifests(&r, std::slice::from_ref(&m.digest))
+        s.manifest_sizes(&r, std::slice::from_ref(&m.digest))
             .await
             .unwrap(),
-        []
+        [Some(m.body.len() as u64)]
     );
     assert!(!s.delete_tag(&repo("packs/none"), &tag("b")).await.unwrap());
 }
@@ -435,10 +435,10 @@ pub(crate) async fn delete_manifest_removes_tags_and_references(s: &dyn Inspect)
         "m1's references are gone"
     );
     assert_eq!(
-        s.missing_manifests(&r, &[m1.digest.clone(), m2.digest.clone()])
+        s.manifest_sizes(&r, &[m1.digest.clone(), m2.digest.clone()])
             .await
             .unwrap(),
-        std::slice::from_ref(&m1.digest)
+        [None, Some(m2.body.len() as u64)]
     );
     // The blobs stay linked: garbage collection decides about them.
     for (d, _) in refs("m1") {
@@ -754,42 +754,49 @@ pub(crate) async fn referrers_by_subject(s: &dyn MetadataStore) {
     );
 }
 
-/// `missing_blobs` and `missing_manifests` answer for one repository, in input order.
-pub(crate) async fn missing_blobs_and_manifests(s: &dyn MetadataStore) {
+/// `linked_blob_sizes` and `manifest_sizes` answer for one repository, in input order,
+/// with the sizes recorded.
+pub(crate) async fn blob_and_manifest_sizes(s: &dyn MetadataStore) {
     let (r, other) = (repo("packs/missing"), repo("packs/elsewhere"));
     let (b1, b2, b3, b4) = (blob("1"), blob("2"), blob("3"), blob("4"));
     s.link_blob(&r, &b1, 1).await.unwrap();
     s.link_blob(&r, &b2, 2).await.unwrap();
     s.link_blob(&other, &b3, 3).await.unwrap();
-    assert_eq!(s.missing_blobs(&r, &[]).await.unwrap(), []);
+    assert_eq!(s.linked_blob_sizes(&r, &[]).await.unwrap(), []);
     assert_eq!(
-        s.missing_blobs(&r, &[b4.clone(), b1.clone(), b3.clone(), b2.clone()])
-            .await
-            .unwrap(),
-        [b4.clone(), b3.clone()]
+        s.linked_blob_sizes(
+            &r,
+            &[b4.clone(), b1.clone(), b3.clone(), b2.clone(), b1.clone()]
+        )
+        .await
+        .unwrap(),
+        [None, Some(1), None, Some(2), Some(1)]
     );
     assert_eq!(
-        s.missing_blobs(&r, &[b1.clone(), b2.clone()])
+        s.linked_blob_sizes(&repo("packs/none"), std::slice::from_ref(&b1))
             .await
             .unwrap(),
-        []
+        [None]
     );
+    // Sizes beyond 4 GiB come back whole.
+    let big = blob("big");
+    s.link_blob(&r, &big, 5 << 32).await.unwrap();
     assert_eq!(
-        s.missing_blobs(&repo("packs/none"), std::slice::from_ref(&b1))
+        s.linked_blob_sizes(&r, std::slice::from_ref(&big))
             .await
             .unwrap(),
-        std::slice::from_ref(&b1)
+        [Some(5 << 32)]
     );
 
     let (m1, m2) = (manifest("1"), manifest("2"));
     put(s, &r, &m1, &[]).await;
     put(s, &other, &m2, &[]).await;
-    assert_eq!(s.missing_manifests(&r, &[]).await.unwrap(), []);
+    assert_eq!(s.manifest_sizes(&r, &[]).await.unwrap(), []);
     assert_eq!(
-        s.missing_manifests(&r, &[m2.digest.clone(), m1.digest.clone(), b1.clone()])
+        s.manifest_sizes(&r, &[m2.digest.clone(), m1.digest.clone(), b1.clone()])
             .await
             .unwrap(),
-        [m2.digest.clone(), b1.clone()],
+        [None, Some(m1.body.len() as u64), None],
         "a blob is not a manifest; another repository's manifest is not this one's"
     );
 }
@@ -982,6 +989,7 @@ async fn publish(s: &dyn MetadataStore, id: &str, version: &str) -> PackVersionR
         std::slice::from_ref(&p.tag),
         &p,
         false,
+        &[],
     )
     .await
     .expect("put_pack_manifest");
@@ -1044,6 +1052,7 @@ pub(crate) async fn packs_round_trip(s: &dyn MetadataStore) {
         std::slice::from_ref(&p2.tag),
         &p2,
         false,
+        &[],
     )
     .await
     .unwrap();
@@ -1143,7 +1152,15 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let again = pack_row("once", "1.0.0", &m, "b");
     let r = &first.repository;
     let e = s
-        .put_pack_manifest(r, &m, &[], std::slice::from_ref(&again.tag), &again, true)
+        .put_pack_manifest(
+            r,
+            &m,
+            &[],
+            std::slice::from_ref(&again.tag),
+            &again,
+            true,
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, MetadataError::Conflict), "{e:?}");
@@ -1162,7 +1179,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let m2 = manifest("once 2");
     let v2 = pack_row("once", "2.0.0", &m2, "a");
     let e = s
-        .put_pack_manifest(r, &m2, &[], std::slice::from_ref(&v2.tag), &v2, true)
+        .put_pack_manifest(r, &m2, &[], std::slice::from_ref(&v2.tag), &v2, true, &[])
         .await
         .unwrap_err();
     assert!(matches!(e, MetadataError::Conflict), "{e:?}");
@@ -1176,10 +1193,85 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
         std::slice::from_ref(&v3.tag),
         &v3,
         true,
+        &[],
     )
     .await
     .unwrap();
     assert_eq!(versions_of(s, "once").await, ["3.0.0", "1.0.0"]);
+}
+
+/// `put_pack_manifest` records and links the blobs it is given (a publish's content and
+/// config) in its own transaction: created with the version, and not at all when the
+/// version or its tag exists already.
+pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
+    let m = manifest("linked 1");
+    let p = pack_row("linked", "1.0.0", &m, "a");
+    let r = &p.repository;
+    let (content, config) = (blob("linked content"), blob("linked config"));
+    assert!(!s.repository_exists(r).await.unwrap());
+    s.put_pack_manifest(
+        r,
+        &m,
+        &[
+            (config.clone(), ReferenceKind::Config),
+            (content.clone(), ReferenceKind::Layer),
+        ],
+        std::slice::from_ref(&p.tag),
+        &p,
+        true,
+        &[(content.clone(), 5 << 32), (config.clone(), 3)],
+    )
+    .await
+    .unwrap();
+    assert!(s.repository_exists(r).await.unwrap());
+    assert_eq!(
+        s.linked_blob_sizes(r, &[content.clone(), config.clone()])
+            .await
+            .unwrap(),
+        [Some(5 << 32), Some(3)]
+    );
+
+    // The same version again (a lost race): nothing of the loser is recorded.
+    let loser = blob("loser content");
+    let m2 = manifest("linked 1 again");
+    let again = pack_row("linked", "1.0.0", &m2, "b");
+    let e = s
+        .put_pack_manifest(
+            r,
+            &m2,
+            &[],
+            std::slice::from_ref(&again.tag),
+            &again,
+            true,
+            &[(loser.clone(), 7)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetadataError::Conflict), "{e:?}");
+    assert_eq!(s.blob_in_repo(r, &loser).await.unwrap(), None);
+    assert_eq!(s.blob_size(&loser).await.unwrap(), None);
+
+    // A tag taken by something else, in a repository of its own: no link either.
+    let taken = repo("packs/taken");
+    put(s, &taken, &manifest("plain image"), &["1.0.0"]).await;
+    let m3 = manifest("taken 1");
+    let mut v = pack_row("taken", "1.0.0", &m3, "a");
+    v.repository = taken.clone();
+    let e = s
+        .put_pack_manifest(
+            &taken,
+            &m3,
+            &[],
+            std::slice::from_ref(&v.tag),
+            &v,
+            true,
+            &[(loser.clone(), 7)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetadataError::Conflict), "{e:?}");
+    assert_eq!(s.blob_in_repo(&taken, &loser).await.unwrap(), None);
+    assert_eq!(s.get_pack_version("taken", "1.0.0").await.unwrap(), None);
 }
 
 /// Versions of one pack indexed concurrently all land, and the summary names the
@@ -1249,6 +1341,7 @@ pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
             std::slice::from_ref(&p.tag),
             &p,
             false,
+            &[],
         )
         .await
         .unwrap();
@@ -1340,10 +1433,10 @@ macro_rules! metadata_suite {
             put_and_get_manifests, put_manifest_is_idempotent_and_moves_tags,
             delete_tag_keeps_manifest, delete_manifest_removes_tags_and_references,
             list_tags_byte_order_and_pages, referrers_by_subject,
-            missing_blobs_and_manifests, upload_sessions, concurrent_upload_updates,
+            blob_and_manifest_sizes, upload_sessions, concurrent_upload_updates,
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
-            packs_create_only, packs_list_filter_and_search, packs_concurrent_versions);
+            packs_create_only, packs_link_blobs_with_the_manifest, packs_list_filter_and_search, packs_concurrent_versions);
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(

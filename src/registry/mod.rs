@@ -57,6 +57,14 @@ pub enum Error {
     /// The manifest is malformed or of an unsupported type.
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
+    /// A manifest push names more tags (`?tag=`) than the configured limit.
+    #[error("{count} tags in one manifest push; at most {limit} are accepted")]
+    TooManyTags {
+        /// Tags named.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No such manifest or tag.
     #[error("manifest unknown")]
     ManifestUnknown,
@@ -158,6 +166,8 @@ pub struct Limits {
     pub max_page: u32,
     /// Page size of referrer listings.
     pub referrers_page: u32,
+    /// Most `?tag=` values one manifest push may name.
+    pub max_tags_per_push: usize,
 }
 
 impl Default for Limits {
@@ -167,6 +177,7 @@ impl Default for Limits {
             max_blob_bytes: 0,
             max_page: 10_000,
             referrers_page: 500,
+            max_tags_per_push: 100,
         }
     }
 }

@@ -34,9 +34,10 @@ pub struct ChunkRange {
 }
 
 impl ChunkRange {
-    /// Number of bytes the range covers.
+    /// Number of bytes the range covers; `u64::MAX` for `0-18446744073709551615`,
+    /// whose length (2^64) no `u64` holds and no request body reaches.
     pub fn len(&self) -> u64 {
-        self.end - self.start + 1
+        self.end.saturating_sub(self.start).saturating_add(1)
     }
 
     /// Never true: an inclusive range holds at least one byte.
@@ -201,11 +202,16 @@ impl Registry {
     ) -> Result<(PartInfo, Hasher)> {
         let (stream, state, worker) = tap(body, hasher, already, limit);
         let written = self.blobs.put_part(upload, number, already, stream).await;
-        let tap = Arc::try_unwrap(state)
-            .ok()
-            .expect("stream dropped by put_part")
+        // A store returning while it still holds the stream would leave the count
+        // unsettled (and the hashing thread fed): an error, not a panic of the request.
+        let Ok(tap) = Arc::try_unwrap(state) else {
+            return Err(Error::Internal(
+                "the blob store returned while holding the upload's stream".into(),
+            ));
+        };
+        let tap = tap
             .into_inner()
-            .expect("tap lock");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let hasher = worker.finish().await?;
         if tap.exceeded {
             return Err(Error::TooLarge { what, limit });
@@ -337,8 +343,10 @@ impl Registry {
         }
     }
 
-    /// Makes a staged blob durable under its digest and links it into `repo`.
-    pub(super) async fn commit_staged(&self, repo: &RepoName, staged: &StagedBlob) -> Result<()> {
+    /// Makes a staged blob's bytes durable under its digest. Nothing is visible yet:
+    /// the caller records and links the blob in metadata afterwards (or leaves the bytes,
+    /// unreferenced, to garbage collection).
+    pub(super) async fn commit_staged(&self, staged: &StagedBlob) -> Result<()> {
         let committed = self
             .blobs
             .commit(
@@ -351,9 +359,6 @@ impl Registry {
             self.discard(staged.upload).await;
             return Err(e.into());
         }
-        self.meta
-            .link_blob(repo, &staged.digest, staged.size)
-            .await?;
         Ok(())
     }
 
@@ -607,5 +612,34 @@ impl Registry {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkRange;
+
+    /// The widest range a client can write has a length no `u64` holds: it saturates
+    /// instead of wrapping to 0 (which accepted an empty body as covering it).
+    #[test]
+    fn chunk_range_lengths_do_not_wrap() {
+        assert_eq!(ChunkRange { start: 0, end: 0 }.len(), 1);
+        assert_eq!(ChunkRange { start: 5, end: 10 }.len(), 6);
+        assert_eq!(
+            ChunkRange {
+                start: 0,
+                end: u64::MAX
+            }
+            .len(),
+            u64::MAX
+        );
+        assert_eq!(
+            ChunkRange {
+                start: 1,
+                end: u64::MAX
+            }
+            .len(),
+            u64::MAX
+        );
     }
 }

@@ -158,6 +158,10 @@ impl From<Error> for OciError {
                 OciError::new(S::PAYLOAD_TOO_LARGE, code, message)
             }
             Error::ManifestInvalid(_) => OciError::new(S::BAD_REQUEST, C::ManifestInvalid, message),
+            // The distribution spec's answer to too many `?tag=` values (414).
+            Error::TooManyTags { .. } => {
+                OciError::new(S::URI_TOO_LONG, C::ManifestInvalid, message)
+            }
             Error::ManifestUnknown => OciError::new(S::NOT_FOUND, C::ManifestUnknown, message),
             Error::ManifestNotAcceptable(_) => {
                 OciError::new(S::NOT_FOUND, C::ManifestUnknown, message)

@@ -113,7 +113,11 @@ impl From<Error> for ApiError {
             Error::NameInvalid(_) | Error::ReferenceInvalid(_) => {
                 ApiError::new(ErrorCode::InvalidPack, message)
             }
-            Error::PackInvalid(_) => ApiError::new(ErrorCode::InvalidPack, message),
+            // A pack whose OCI manifest cannot be built or stored as the rules ask
+            // is the publisher's error, never a 500.
+            Error::PackInvalid(_) | Error::ManifestInvalid(_) | Error::ManifestBlobUnknown(_) => {
+                ApiError::new(ErrorCode::InvalidPack, message)
+            }
             Error::PackConflict(_) => ApiError::new(ErrorCode::Conflict, message),
             Error::PackUnknown(_) => ApiError::new(ErrorCode::NotFound, message),
             Error::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, message),
