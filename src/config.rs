@@ -27,6 +27,8 @@ pub struct Config {
     pub packs: PacksConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Traces (OpenTelemetry) and metrics (Prometheus).
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[server]`
@@ -376,6 +378,36 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
+}
+
+/// Where traces go: the OTLP protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (usually port 4317).
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (usually port 4318).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The OTLP collector to send traces to, such as `http://collector:4318`. Empty:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`, and when
+    /// neither is set, no traces are exported.
+    pub otlp_endpoint: String,
+    /// `grpc` or `http/protobuf`; unset: `OTEL_EXPORTER_OTLP_PROTOCOL`, else
+    /// `http/protobuf` (the OTLP default).
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// The `service.name` resource attribute; empty: `OTEL_SERVICE_NAME`, else
+    /// `packs-registry`. Other attributes come from `OTEL_RESOURCE_ATTRIBUTES`.
+    pub service_name: String,
+    /// Serve `/metrics` on this address of its own as well as on the main listener
+    /// (for a scraper on an internal network); empty: the main listener only.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why a configuration was refused.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use packs_registry::telemetry::Telemetry;
 use packs_registry::{config::Config, server};
 
 #[derive(Parser)]
@@ -53,17 +54,11 @@ enum ConfigCommand {
     },
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    // Colours only for a terminal: log files and collectors get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match config.log.format {
-        packs_registry::config::LogFormat::Json => builder.json().init(),
-        packs_registry::config::LogFormat::Text => builder.init(),
-    }
+/// Installs logging (and trace export when configured) into `slot`, which `main`
+/// flushes at exit.
+fn init_telemetry(config: &Config, slot: &mut Option<Telemetry>) -> Result<(), String> {
+    *slot = Some(Telemetry::init(config).map_err(|e| e.to_string())?);
+    Ok(())
 }
 
 /// Fixed thresholds for glibc's allocator. By default it gives the free memory at the
@@ -93,10 +88,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // actix's system: this thread runs the background tasks; the HTTP server adds
     // its worker threads, each with a runtime of its own.
+    let mut telemetry = None;
     let result = actix_web::rt::System::new().block_on(async {
         match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-            Command::Serve(args) => serve(args).await,
-            Command::Migrate { config } => migrate(config).await,
+            Command::Serve(args) => serve(args, &mut telemetry).await,
+            Command::Migrate { config } => migrate(config, &mut telemetry).await,
             Command::Config {
                 command: ConfigCommand::Check { file },
             } => Config::load(Some(&file))
@@ -104,6 +100,10 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("{}: {e}", file.display())),
         }
     });
+    // Off the runtimes now: flushing may block for the exporter's timeout.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(args: ServeArgs, telemetry: &mut Option<Telemetry>) -> Result<(), String> {
     let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
@@ -121,7 +121,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(dir) = args.data_dir {
         config.server.data_dir = dir;
     }
-    init_logging(&config);
+    init_telemetry(&config, telemetry)?;
     let listen = config.server.listen;
     let metadata = packs_registry::config::redact_url(&config.metadata_url());
     let storage = match config.storage.backend {
@@ -160,9 +160,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-async fn migrate(config: Option<PathBuf>) -> Result<(), String> {
+async fn migrate(config: Option<PathBuf>, telemetry: &mut Option<Telemetry>) -> Result<(), String> {
     let config = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
-    init_logging(&config);
+    init_telemetry(&config, telemetry)?;
     let meta = server::open_metadata(&config)
         .await
         .map_err(|e| e.to_string())?;

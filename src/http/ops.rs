@@ -3,6 +3,8 @@
 //! middleware that feeds it. Knows no OCI or pack semantics.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ use futures_util::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as PromRegistry;
 use serde_json::json;
@@ -42,6 +45,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     bytes_in: Counter,
     bytes_out: Counter,
+    uploads: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -59,6 +63,21 @@ impl Default for Metrics {
         });
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
+        let uploads = Gauge::default();
+        let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: its version as a label, value 1",
+            build,
+        );
+        registry.register(
+            "uploads_in_progress",
+            "Requests streaming blob or pack content in right now",
+            uploads.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -85,17 +104,33 @@ impl Default for Metrics {
             latency,
             bytes_in,
             bytes_out,
+            uploads,
         }
     }
 }
 
 impl Metrics {
+    /// Counts an upload request in progress until the guard is dropped.
+    pub fn upload_in_progress(&self) -> UploadInProgress {
+        self.uploads.inc();
+        UploadInProgress(self.uploads.clone())
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encode to String");
         out
+    }
+}
+
+/// An upload request in progress (see [`Metrics::upload_in_progress`]).
+pub struct UploadInProgress(Gauge);
+
+impl Drop for UploadInProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -160,23 +195,59 @@ fn method_label(method: &actix_web::http::Method) -> &'static str {
     }
 }
 
-/// Middleware: counts requests by route (the matched resource's name), method and
-/// status, times them to the response head, counts body bytes both ways, and runs
-/// each request in a `request` span.
+/// The request id of a request: the client's `X-Request-Id` when it is a sensible
+/// token (visible ASCII, at most 128 characters), else a fresh one.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
+/// Reads W3C trace context from request headers.
+struct HeaderExtractor<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Middleware around every request: a `request` span (method, route template,
+/// repository, reference, status, bytes both ways, duration, request id, trace id;
+/// a child of the caller's trace when the request carries `traceparent`), the
+/// `X-Request-Id` echoed, and the Prometheus request metrics (count by route name,
+/// method and status; latency to the response head; body bytes). The span and the
+/// completion log line end with the response body, so a download's span covers its
+/// transfer.
 pub async fn track(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<CountedBody>, actix_web::Error> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
     let start = Instant::now();
     let metrics = req
         .app_data::<State>()
         .map(|s| s.metrics.clone())
         .expect("the application state is registered");
     let method = method_label(req.method());
+    let id = request_id(&req);
+    let received = Arc::new(AtomicU64::new(0));
     let bytes_in = metrics.bytes_in.clone();
+    let counted = received.clone();
     let payload = req.take_payload().map(move |chunk| {
         if let Ok(bytes) = &chunk {
             bytes_in.inc_by(bytes.len() as u64);
+            counted.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         chunk
     });
@@ -185,55 +256,122 @@ pub async fn track(
     });
     let span = tracing::info_span!(
         "request",
+        otel.kind = "server",
         method = %req.method(),
         path = %req.path(),
         route = tracing::field::Empty,
+        repository = tracing::field::Empty,
+        reference = tracing::field::Empty,
         status = tracing::field::Empty,
+        bytes_in = tracing::field::Empty,
+        bytes_out = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+        request_id = %id,
+        trace_id = tracing::field::Empty,
     );
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .extract(&HeaderExtractor(req.headers()));
+    let _ = span.set_parent(parent.clone());
+    let own = span.context().span().span_context().trace_id();
+    let caller = parent.span().span_context().trace_id();
+    let trace_id = [own, caller]
+        .into_iter()
+        .find(|t| *t != opentelemetry::trace::TraceId::INVALID);
+    if let Some(t) = trace_id {
+        span.record("trace_id", tracing::field::display(t));
+    }
+
     let result = next.call(req).instrument(span.clone()).await;
     let (route, status) = match &result {
-        Ok(response) => (
-            response
-                .request()
-                .match_name()
-                .and_then(route_label)
-                .unwrap_or("unmatched"),
-            response.status(),
-        ),
+        Ok(response) => {
+            let request = response.request();
+            if let Some(pattern) = request.match_pattern() {
+                // The exported span's name: method and route template (the span
+                // was started before routing, so it is renamed, not recorded).
+                span.context()
+                    .span()
+                    .update_name(format!("{} {pattern}", request.method()));
+                span.record("route", pattern.as_str());
+            }
+            let info = request.match_info();
+            if let Some(name) = info.get("name") {
+                span.record("repository", name);
+            }
+            if let Some(reference) = info
+                .get("reference")
+                .or_else(|| info.get("digest"))
+                .or_else(|| info.get("version"))
+            {
+                span.record("reference", reference);
+            }
+            (
+                request
+                    .match_name()
+                    .and_then(route_label)
+                    .unwrap_or("unmatched"),
+                response.status(),
+            )
+        }
         // An error that escaped the handlers (a caught panic): actix answers it.
         Err(e) => ("unmatched", e.as_response_error().status_code()),
     };
-    let status_code = status;
-    let status = status.as_u16();
     metrics
         .requests
         .get_or_create(&RequestLabels {
             route,
             method,
-            status,
+            status: status.as_u16(),
         })
         .inc();
-    let elapsed = start.elapsed();
     metrics
         .latency
         .get_or_create(&RouteLabels { route, method })
-        .observe(elapsed.as_secs_f64());
-    span.record("route", route);
-    span.record("status", status);
-    span.in_scope(|| {
-        if status_code.is_server_error() {
-            tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, "request failed");
-        } else {
-            tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "request");
-        }
-    });
+        .observe(start.elapsed().as_secs_f64());
+    span.record("status", status.as_u16());
+    let mut response = result?.map_into_boxed_body();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
     let bytes_out = metrics.bytes_out.clone();
-    Ok(result?
-        .map_into_boxed_body()
-        .map_body(|_, body| CountedBody {
-            inner: body,
-            counter: bytes_out,
-        }))
+    Ok(response.map_body(|_, body| CountedBody {
+        inner: body,
+        counter: bytes_out,
+        sent: 0,
+        end: Some(RequestEnd {
+            span,
+            start,
+            received,
+            server_error: status.is_server_error(),
+        }),
+    }))
+}
+
+/// What closes a request's span when its response body ends (or is dropped).
+struct RequestEnd {
+    span: tracing::Span,
+    start: Instant,
+    received: Arc<AtomicU64>,
+    server_error: bool,
+}
+
+impl RequestEnd {
+    fn finish(self, sent: u64) {
+        let elapsed = self.start.elapsed();
+        let span = self.span;
+        span.record("bytes_out", sent);
+        span.record("bytes_in", self.received.load(Ordering::Relaxed));
+        span.record("duration_ms", elapsed.as_secs_f64() * 1e3);
+        span.in_scope(|| {
+            if self.server_error {
+                tracing::warn!("request failed");
+            } else {
+                tracing::debug!("request");
+            }
+        });
+    }
 }
 
 /// The route names of [`super::app`]'s resources, as `'static` labels.
@@ -259,11 +397,22 @@ fn route_label(name: &str) -> Option<&'static str> {
     ROUTES.iter().copied().find(|r| *r == name)
 }
 
-/// A response body that counts the bytes it yields; its size is the inner body's,
-/// so `Content-Length` answers (and `HEAD`) are unchanged.
+/// A response body that counts the bytes it yields and ends its request's span when
+/// it ends; its size is the inner body's, so `Content-Length` answers (and `HEAD`)
+/// are unchanged.
 pub struct CountedBody {
     inner: BoxBody,
     counter: Counter,
+    sent: u64,
+    end: Option<RequestEnd>,
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            end.finish(self.sent);
+        }
+    }
 }
 
 impl MessageBody for CountedBody {
@@ -281,25 +430,35 @@ impl MessageBody for CountedBody {
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
                 this.counter.inc_by(bytes.len() as u64);
+                this.sent += bytes.len() as u64;
                 Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(None) => {
+                if let Some(end) = this.end.take() {
+                    end.finish(this.sent);
+                }
+                Poll::Ready(None)
             }
             other => other,
         }
     }
 
-    fn try_into_bytes(self) -> Result<Bytes, Self>
+    fn try_into_bytes(mut self) -> Result<Bytes, Self>
     where
         Self: Sized,
     {
-        match self.inner.try_into_bytes() {
+        // actix's fast path for bodies already in memory (manifests, JSON).
+        let inner = std::mem::replace(&mut self.inner, BoxBody::new(()));
+        match inner.try_into_bytes() {
             Ok(bytes) => {
                 self.counter.inc_by(bytes.len() as u64);
+                self.sent += bytes.len() as u64;
                 Ok(bytes)
             }
-            Err(inner) => Err(CountedBody {
-                inner,
-                counter: self.counter,
-            }),
+            Err(inner) => {
+                self.inner = inner;
+                Err(self)
+            }
         }
     }
 }

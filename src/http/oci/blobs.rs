@@ -134,6 +134,7 @@ pub async fn start(
         // Cannot mount: fall through to an ordinary session, as the spec asks.
     } else if let Some(digest) = params::query_digest(&query, "digest")? {
         check_declared_size(&state, &req)?;
+        let _uploading = state.metrics.upload_in_progress();
         state
             .registry
             .push_blob(&repo, &digest, request_body(&state, payload))
@@ -180,6 +181,7 @@ pub async fn patch(
 ) -> Result<HttpResponse, OciError> {
     let range = params::content_range(&req)?;
     check_declared_size(&state, &req)?;
+    let _uploading = state.metrics.upload_in_progress();
     let s = state
         .registry
         .append_chunk(&repo, id, range, request_body(&state, payload))
@@ -206,6 +208,7 @@ pub async fn finish(
     let digest = params::query_digest(&query, "digest")?
         .ok_or_else(|| Error::DigestInvalid("the digest query parameter is required".into()))?;
     let range = params::content_range(&req)?;
+    let _uploading = state.metrics.upload_in_progress();
     let body = match content_length(&req) {
         Some(0) => None,
         _ => Some(request_body(&state, payload)),

@@ -421,6 +421,7 @@ async fn publish(
         .map_err(|e| ApiError::bad_request(format!("Content-Type: {e}")))?;
     let constraints = multer::Constraints::new()
         .size_limit(multer::SizeLimit::new().for_field("manifest", MAX_MANIFEST_PART));
+    let _uploading = state.metrics.upload_in_progress();
     let stall = state.config.server.body_stall_timeout_secs;
     let body = body::stream(
         payload,
