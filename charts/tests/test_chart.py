@@ -329,3 +329,29 @@ def test_ingress_lets_large_uploads_stream():
         "ingress": {"defaultAnnotations": {"nginx.ingress.kubernetes.io/proxy-buffering": None}}})
     annotations = find(render_objects(values), "Ingress")["metadata"]["annotations"]
     assert "nginx.ingress.kubernetes.io/proxy-buffering" not in annotations
+
+
+def readme_installs() -> list[list[str]]:
+    """The `--set` arguments of each `helm install` of the README."""
+    readme = (CHART.parents[1] / "README.md").read_text()
+    commands, current = [], None
+    for line in readme.splitlines():
+        if line.startswith("helm install "):
+            current = []
+            commands.append(current)
+        if current is not None:
+            current += [a.strip("'") for a in line.rstrip("\\").split()]
+            if not line.endswith("\\"):
+                current = None
+    return [[c[i + 1] for i, a in enumerate(c) if a == "--set"] for c in commands]
+
+
+def test_readme_quick_starts_render_and_validate():
+    installs = readme_installs()
+    assert len(installs) == 2
+    for sets in installs:
+        # One expression, as Helm joins repeated --set flags (list indexes merge).
+        values = helm.parse_set_string(",".join(sets))
+        for obj in render_objects(values):
+            if obj["apiVersion"] != "monitoring.coreos.com/v1":
+                kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
