@@ -120,11 +120,13 @@ async fn push(http: &reqwest::Client, base: &str, repo: &str, bytes: &[u8]) -> S
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(packs_test_s3),
+    ignore = "needs moto_server (pip install 'moto[server]'); runs when PACKS_TEST_S3_ENDPOINT or CI is set"
+)]
 async fn s3_outage_answers_503_and_recovers() {
-    let Some(program) = which("moto_server") else {
-        eprintln!("skipped: moto_server is not installed (pip install 'moto[server]')");
-        return;
-    };
+    let program =
+        which("moto_server").expect("moto_server on the PATH (pip install 'moto[server]')");
     let mut moto = Moto::start(&program, free_port());
     moto.create_bucket("outage").await;
     let vars: Vec<(String, String)> = [
@@ -265,14 +267,14 @@ impl Drop for Postgres {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(packs_test_postgres),
+    ignore = "needs PostgreSQL's server binaries; runs when PACKS_TEST_POSTGRES_URL or CI is set"
+)]
 async fn database_outage_answers_503_and_recovers() {
-    let Some(pg) = Postgres::find_bin().and_then(Postgres::init) else {
-        eprintln!(
-            "skipped: needs PostgreSQL server binaries under /usr/lib/postgresql and a \
-             postgres user to run them as"
-        );
-        return;
-    };
+    let pg = Postgres::find_bin()
+        .and_then(Postgres::init)
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql and a postgres user");
     pg.start();
     let vars = vec![
         ("PACKS__METADATA__URL".to_owned(), pg.url()),

@@ -20,10 +20,12 @@ fn blob(seed: u8, len: usize) -> Vec<u8> {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(all(packs_test_postgres, packs_test_s3)),
+    ignore = "needs PostgreSQL and S3: set PACKS_TEST_POSTGRES_URL and PACKS_TEST_S3_ENDPOINT"
+)]
 async fn chunked_upload_hops_between_replicas() {
-    let Some(cluster) = Cluster::start(2).await else {
-        return;
-    };
+    let cluster = Cluster::start(2).await;
     let (a, b) = (&cluster.replicas[0], &cluster.replicas[1]);
     let http = reqwest::Client::new();
     let data = blob(1, 3 * 1024 * 1024 + 17);
@@ -84,10 +86,12 @@ async fn chunked_upload_hops_between_replicas() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(all(packs_test_postgres, packs_test_s3)),
+    ignore = "needs PostgreSQL and S3: set PACKS_TEST_POSTGRES_URL and PACKS_TEST_S3_ENDPOINT"
+)]
 async fn same_blob_pushed_to_both_at_once() {
-    let Some(cluster) = Cluster::start(2).await else {
-        return;
-    };
+    let cluster = Cluster::start(2).await;
     let http = reqwest::Client::new();
     let data = blob(2, 6 * 1024 * 1024);
     let digest = sha256(&data);
@@ -116,10 +120,12 @@ async fn same_blob_pushed_to_both_at_once() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(all(packs_test_postgres, packs_test_s3)),
+    ignore = "needs PostgreSQL and S3: set PACKS_TEST_POSTGRES_URL and PACKS_TEST_S3_ENDPOINT"
+)]
 async fn same_tag_moved_from_both_at_once() {
-    let Some(cluster) = Cluster::start(2).await else {
-        return;
-    };
+    let cluster = Cluster::start(2).await;
     let http = reqwest::Client::new();
     let a = &cluster.replicas[0];
     let config = b"{}".to_vec();
@@ -178,10 +184,12 @@ async fn same_tag_moved_from_both_at_once() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(all(packs_test_postgres, packs_test_s3)),
+    ignore = "needs PostgreSQL and S3: set PACKS_TEST_POSTGRES_URL and PACKS_TEST_S3_ENDPOINT"
+)]
 async fn pull_from_b_what_was_pushed_to_a() {
-    let Some(cluster) = Cluster::start(2).await else {
-        return;
-    };
+    let cluster = Cluster::start(2).await;
     let (a, b) = (&cluster.replicas[0], &cluster.replicas[1]);
     let http = reqwest::Client::new();
     let content = blob(3, 2 * 1024 * 1024 + 5);
@@ -241,11 +249,13 @@ async fn pull_from_b_what_was_pushed_to_a() {
 }
 
 #[actix_web::test]
+#[cfg_attr(
+    not(all(packs_test_postgres, packs_test_s3)),
+    ignore = "needs PostgreSQL and S3: set PACKS_TEST_POSTGRES_URL and PACKS_TEST_S3_ENDPOINT"
+)]
 async fn replicas_started_together_migrate_once() {
     // Four replicas race to migrate one fresh database at start-up.
-    let Some(cluster) = Cluster::start(4).await else {
-        return;
-    };
+    let cluster = Cluster::start(4).await;
     let http = reqwest::Client::new();
     for replica in &cluster.replicas {
         let r = http.get(replica.url("/readyz")).send().await.unwrap();
