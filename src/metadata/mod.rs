@@ -2,13 +2,13 @@
 //! upload sessions. Readers trust it: a blob or manifest exists for the API exactly
 //! when its row exists here.
 //!
-//! Owns the [`MetadataStore`] contract and its SQL backends. All SQL lives in
-//! `sqlite.rs` and `postgres.rs`, each with its own `migrations/<dialect>/` folder.
-//! Must not import `oci`, `registry` or `storage`.
+//! Owns the [`MetadataStore`] contract and its SQL backends. All SQL lives in `sql/`:
+//! the statements both dialects share in `sql/mod.rs`, row decoding in `sql/rows.rs`,
+//! what only one dialect speaks in `sql/sqlite.rs` and `sql/postgres.rs`, each with its
+//! own `migrations/<dialect>/` folder. Must not import `oci`, `registry` or `storage`.
 
 mod migrations;
-mod postgres;
-mod sqlite;
+mod sql;
 #[cfg(test)]
 pub(crate) mod suite;
 
@@ -22,8 +22,7 @@ use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::storage::PartInfo;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sql::{PostgresStore, SqliteStore};
 
 /// Errors of the metadata layer.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +54,9 @@ impl From<sqlx::Error> for MetadataError {
             sqlx::Error::Tls(_) => MetadataError::Unavailable(e.to_string()),
             sqlx::Error::Database(ref d) if server_went_away(d.as_ref()) => {
                 MetadataError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
+                MetadataError::Corrupt(e.to_string())
             }
             other => MetadataError::Database(other.to_string()),
         }
@@ -430,8 +432,8 @@ impl Default for PoolOptions {
     }
 }
 
-/// The names of a listing aggregated into one newline-separated value
-/// (`group_concat` on SQLite, `string_agg` on PostgreSQL). Long listings are fetched
+/// The names of a listing aggregated into one newline-separated value (`string_agg`,
+/// which both dialects have). Long listings are fetched
 /// as one row: sqlx's SQLite driver hands every row from its worker thread to the
 /// async task separately, a thread wake-up per row (a 10,000-tag list took ~19 ms end
 /// to end that way, ~5 ms as one row), and on PostgreSQL every row is a message to

@@ -3,13 +3,18 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use deadpool::managed::{self, Metrics, Object, QueueMode, RecycleResult};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Postgres};
 use uuid::Uuid;
 
-use super::*;
+use super::rows::{self, PACK_SUMMARY_COLUMNS};
+use crate::digest::Digest;
+use crate::metadata::*;
+use crate::names::{RepoName, Tag};
+
+/// The statements PostgreSQL shares with SQLite.
+type Sql = super::Shared<Postgres>;
 
 /// From this page size on, tags are first read in no order (see `list_tags`). For a
 /// long listing PostgreSQL reads the rows in the order they lie in the table (a
@@ -80,7 +85,11 @@ impl Conn {
     /// is dropped instead of going back to the pool.
     fn fail(&mut self, e: sqlx::Error) -> MetadataError {
         let answered = match &e {
-            sqlx::Error::RowNotFound => true,
+            // Answers read to the end, whose values did not decode.
+            sqlx::Error::RowNotFound
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_) => true,
             sqlx::Error::Database(d) => !server_went_away(d.as_ref()),
             _ => false,
         };
@@ -175,139 +184,59 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| conn.fail(e))?;
-        rows.into_iter().map(digest).collect()
+        Ok(rows
+            .into_iter()
+            .map(rows::digest)
+            .collect::<sqlx::Result<_>>()?)
     }
-}
-
-fn digest(s: String) -> Result<Digest> {
-    Digest::parse(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
-}
-
-fn manifest_from_row(row: &sqlx::postgres::PgRow) -> Result<ManifestRecord> {
-    Ok(ManifestRecord {
-        digest: digest(row.try_get("digest")?)?,
-        media_type: row.try_get("media_type")?,
-        artifact_type: row.try_get("artifact_type")?,
-        subject: row
-            .try_get::<Option<String>, _>("subject_digest")?
-            .map(digest)
-            .transpose()?,
-        annotations: row.try_get("annotations")?,
-        body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-const MANIFEST_COLUMNS: &str = "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
-
-fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
-    let more = items.len() > n as usize;
-    items.truncate(n as usize);
-    Page { items, more }
-}
-
-/// Links `digest` into `repo` on `conn`, in a transaction of its own.
-async fn link_blob_in(
-    conn: &mut PgConnection,
-    repo: &RepoName,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    let now = now_millis();
-    let mut tx = conn.begin().await?;
-    sqlx::query(
-        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(digest.as_str())
-    .bind(size as i64)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO repository_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 #[async_trait]
 impl BlobIndex for PostgresStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let mut conn = self.conn().await?;
-        let linked = link_blob_in(&mut conn, repo, digest, size).await;
-        conn.settle(linked)
+        let linked = async {
+            let mut tx = conn.begin().await?;
+            Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await?;
+            tx.commit().await
+        }
+        .await;
+        conn.settle(linked.map_err(Into::into))
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let mut conn = self.conn().await?;
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-             WHERE rb.repo = $1 AND rb.digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(size.map(|s| s as u64))
+        Sql::blob_in_repo(&mut *conn, repo, digest)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let mut conn = self.conn().await?;
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
-            .bind(digest.as_str())
-            .fetch_optional(&mut *conn)
+        Sql::blob_size(&mut *conn, digest)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(size.map(|s| s as u64))
+            .map_err(|e| conn.fail(e))
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let done = sqlx::query("DELETE FROM repository_blobs WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *conn)
+        Sql::unlink_blob(&mut *conn, repo, digest)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(|e| conn.fail(e))
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1::int8 FROM repositories WHERE name = $1")
-                .bind(repo.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| conn.fail(e))?;
-        Ok(found.is_some())
+        Sql::repository_exists(&mut *conn, repo)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let mut conn = self.conn().await?;
-        let joined: Option<String> = sqlx::query_scalar(
-            "SELECT string_agg(name, E'\\n') FROM
-               (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) s",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(i64::from(n) + 1)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(page(split_lines(joined), n))
+        Sql::list_repositories(&mut *conn, last, n)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 }
 
@@ -418,15 +347,9 @@ impl ManifestIndex for PostgresStore {
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM manifests m WHERE m.repo = $1 AND m.digest = $2"
-        ))
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(manifest_from_row).transpose()
+        Sql::get_manifest(&mut *conn, repo, digest)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn get_manifest_by_tag(
@@ -435,40 +358,24 @@ impl ManifestIndex for PostgresStore {
         tag: &Tag,
     ) -> Result<Option<ManifestRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM tags t
-             JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest
-             WHERE t.repo = $1 AND t.name = $2"
-        ))
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(manifest_from_row).transpose()
+        Sql::get_manifest_by_tag(&mut *conn, repo, tag)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let mut conn = self.conn().await?;
         // Tags and references go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *conn)
+        Sql::delete_manifest(&mut *conn, repo, digest)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(|e| conn.fail(e))
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&mut *conn)
+        Sql::delete_tag(&mut *conn, repo, tag)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(|e| conn.fail(e))
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
@@ -493,7 +400,7 @@ impl ManifestIndex for PostgresStore {
             // Read in no order (and sorted by split_lines), the names are the page
             // only if they are every tag that remains; else the ordered query reads it.
             if ordered || names.len() <= n as usize {
-                return Ok(page(names, n));
+                return Ok(rows::page(names, n));
             }
             ordered = true;
         }
@@ -508,85 +415,14 @@ impl ManifestIndex for PostgresStore {
         n: u32,
     ) -> Result<Page<Referrer>> {
         let mut conn = self.conn().await?;
-        let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-             WHERE repo = $1 AND subject_digest = $2 AND digest > $3
-               AND ($4::text IS NULL OR artifact_type = $5)
-             ORDER BY digest LIMIT $6",
-        )
-        .bind(repo.as_str())
-        .bind(subject.as_str())
-        .bind(last.unwrap_or(""))
-        .bind(artifact_type)
-        .bind(artifact_type)
-        .bind(i64::from(n) + 1)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        let items = rows
-            .iter()
-            .map(|row| {
-                Ok(Referrer {
-                    digest: digest(row.try_get("digest")?)?,
-                    media_type: row.try_get("media_type")?,
-                    size: row.try_get::<i64, _>("size")? as u64,
-                    artifact_type: row.try_get("artifact_type")?,
-                    annotations: row.try_get("annotations")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, n))
+        Sql::list_referrers(&mut *conn, repo, subject, artifact_type, last, n)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 }
 
 // ---------------------------------------------------------------------------------
 // Packs index
-
-const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, name, description, author, search_text, repository, tag, manifest_digest, content_digest, content_media_type, size, published_at, dependencies, members, metadata";
-
-const PACK_SUMMARY_COLUMNS: &str =
-    "pack_id, type, name, description, author, latest_version, versions, updated_at";
-
-fn corrupt(e: impl std::fmt::Display) -> MetadataError {
-    MetadataError::Corrupt(e.to_string())
-}
-
-fn pack_version_from_row(row: &sqlx::postgres::PgRow) -> Result<PackVersionRecord> {
-    Ok(PackVersionRecord {
-        pack_id: row.try_get("pack_id")?,
-        version: row.try_get("version")?,
-        sort_key: row.try_get("sort_key")?,
-        prerelease: row.try_get("prerelease")?,
-        pack_type: row.try_get("type")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        author: row.try_get("author")?,
-        search_text: row.try_get("search_text")?,
-        repository: RepoName::parse(&row.try_get::<String, _>("repository")?).map_err(corrupt)?,
-        tag: Tag::parse(&row.try_get::<String, _>("tag")?).map_err(corrupt)?,
-        manifest_digest: digest(row.try_get("manifest_digest")?)?,
-        content_digest: digest(row.try_get("content_digest")?)?,
-        content_media_type: row.try_get("content_media_type")?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        published_at: row.try_get("published_at")?,
-        dependencies: row.try_get("dependencies")?,
-        members: row.try_get("members")?,
-        metadata: row.try_get("metadata")?,
-    })
-}
-
-fn pack_summary_from_row(row: &sqlx::postgres::PgRow) -> Result<PackSummaryRecord> {
-    Ok(PackSummaryRecord {
-        pack_id: row.try_get("pack_id")?,
-        pack_type: row.try_get("type")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        author: row.try_get("author")?,
-        latest_version: row.try_get("latest_version")?,
-        versions: row.try_get::<i64, _>("versions")? as u64,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 /// A `LIKE` pattern matching `text` anywhere (`\` is PostgreSQL's default escape).
 fn like_substring(text: &str) -> String {
@@ -619,58 +455,11 @@ async fn put_pack_manifest_in(
         .bind(&p.pack_id)
         .execute(&mut *tx)
         .await?;
-    if create_only {
-        let taken: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
-             UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = $3 AND version = $4",
-        )
-        .bind(p.repository.as_str())
-        .bind(p.tag.as_str())
-        .bind(&p.pack_id)
-        .bind(&p.version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if taken.is_some() {
-            return Err(MetadataError::Conflict);
-        }
+    if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
+        return Err(MetadataError::Conflict);
     }
     put_manifest_in(&mut tx, repo, m, references, tags).await?;
-    sqlx::query(&format!(
-        "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19)
-         ON CONFLICT (pack_id, version) DO UPDATE SET
-            sort_key = excluded.sort_key, prerelease = excluded.prerelease,
-            type = excluded.type, name = excluded.name,
-            description = excluded.description, author = excluded.author,
-            search_text = excluded.search_text, repository = excluded.repository,
-            tag = excluded.tag, manifest_digest = excluded.manifest_digest,
-            content_digest = excluded.content_digest,
-            content_media_type = excluded.content_media_type, size = excluded.size,
-            published_at = excluded.published_at, dependencies = excluded.dependencies,
-            members = excluded.members, metadata = excluded.metadata"
-    ))
-    .bind(&p.pack_id)
-    .bind(&p.version)
-    .bind(&p.sort_key)
-    .bind(p.prerelease)
-    .bind(&p.pack_type)
-    .bind(&p.name)
-    .bind(&p.description)
-    .bind(&p.author)
-    .bind(&p.search_text)
-    .bind(p.repository.as_str())
-    .bind(p.tag.as_str())
-    .bind(p.manifest_digest.as_str())
-    .bind(p.content_digest.as_str())
-    .bind(&p.content_media_type)
-    .bind(p.size as i64)
-    .bind(p.published_at)
-    .bind(&p.dependencies)
-    .bind(&p.members)
-    .bind(&p.metadata)
-    .execute(&mut *tx)
-    .await?;
+    Sql::put_pack_version(&mut *tx, p).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -739,34 +528,23 @@ impl PackIndex for PostgresStore {
             .map_err(|e| conn.fail(e))?;
         let items = rows
             .iter()
-            .map(pack_summary_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, n))
+            .map(rows::pack_summary)
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        Ok(rows::page(items, n))
     }
 
     async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id = $1"
-        ))
-        .bind(pack_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(pack_summary_from_row).transpose()
+        Sql::get_pack(&mut *conn, pack_id)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
         let mut conn = self.conn().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1
-             ORDER BY sort_key DESC, version DESC"
-        ))
-        .bind(pack_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        rows.iter().map(pack_version_from_row).collect()
+        Sql::list_pack_versions(&mut *conn, pack_id)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn get_pack_version(
@@ -775,104 +553,43 @@ impl PackIndex for PostgresStore {
         version: &str,
     ) -> Result<Option<PackVersionRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1 AND version = $2"
-        ))
-        .bind(pack_id)
-        .bind(version)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(pack_version_from_row).transpose()
+        Sql::get_pack_version(&mut *conn, pack_id, version)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
         let mut conn = self.conn().await?;
         // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
         // by trigger.
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE (repo, name) IN
-                (SELECT repository, tag FROM pack_versions WHERE pack_id = $1 AND version = $2)",
-        )
-        .bind(pack_id)
-        .bind(version)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+        Sql::delete_pack_version(&mut *conn, pack_id, version)
+            .await
+            .map_err(|e| conn.fail(e))
     }
-}
-
-fn upload_from_row(row: &sqlx::postgres::PgRow) -> Result<UploadRecord> {
-    let id: String = row.try_get("id")?;
-    let repo: String = row.try_get("repo")?;
-    let parts: String = row.try_get("parts")?;
-    Ok(UploadRecord {
-        id: Uuid::parse_str(&id).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        repo: RepoName::parse(&repo).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        offset: row.try_get::<i64, _>("offset")? as u64,
-        hash_state: row.try_get("hash_state")?,
-        parts: serde_json::from_str(&parts).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn parts_json(parts: &[PartInfo]) -> String {
-    serde_json::to_string(parts).expect("parts serialize")
 }
 
 #[async_trait]
 impl UploadIndex for PostgresStore {
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
         let mut conn = self.conn().await?;
-        sqlx::query(
-            "INSERT INTO uploads (id, repo, \"offset\", hash_state, parts, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(u.id.to_string())
-        .bind(u.repo.as_str())
-        .bind(u.offset as i64)
-        .bind(&u.hash_state)
-        .bind(parts_json(&u.parts))
-        .bind(u.created_at)
-        .bind(u.updated_at)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(())
+        Sql::create_upload(&mut *conn, u)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(
-            "SELECT id, repo, \"offset\", hash_state, parts, created_at, updated_at
-             FROM uploads WHERE id = $1 AND repo = $2",
-        )
-        .bind(id.to_string())
-        .bind(repo.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(upload_from_row).transpose()
+        Sql::get_upload(&mut *conn, repo, id)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
         let mut conn = self.conn().await?;
-        let done = sqlx::query(
-            "UPDATE uploads SET \"offset\" = $1, hash_state = $2, parts = $3, updated_at = $4
-             WHERE id = $5 AND \"offset\" = $6",
-        )
-        .bind(u.offset as i64)
-        .bind(&u.hash_state)
-        .bind(parts_json(&u.parts))
-        .bind(u.updated_at)
-        .bind(u.id.to_string())
-        .bind(expected_offset as i64)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        if done.rows_affected() == 1 {
+        let updated = Sql::update_upload(&mut *conn, u, expected_offset)
+            .await
+            .map_err(|e| conn.fail(e))?;
+        if updated {
             Ok(())
         } else {
             Err(MetadataError::Conflict)
@@ -881,37 +598,23 @@ impl UploadIndex for PostgresStore {
 
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *conn)
+        Sql::delete_upload(&mut *conn, id)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(|e| conn.fail(e))
     }
 
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
         let mut conn = self.conn().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
-        )
-        .bind(updated_before)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        ids.iter()
-            .map(|id| Uuid::parse_str(id).map_err(|e| MetadataError::Corrupt(e.to_string())))
-            .collect()
+        Sql::stale_uploads(&mut *conn, updated_before, limit)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn upload_exists(&self, id: Uuid) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
+        Sql::upload_exists(&mut *conn, id)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(found.is_some())
+            .map_err(|e| conn.fail(e))
     }
 }
 
@@ -919,7 +622,7 @@ impl UploadIndex for PostgresStore {
 impl MetadataStore for PostgresStore {
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.conn().await?;
-        let migrated = super::migrations::postgres()
+        let migrated = crate::metadata::migrations::postgres()
             .await
             .run_direct(&mut *conn)
             .await
@@ -929,8 +632,7 @@ impl MetadataStore for PostgresStore {
 
     async fn ping(&self) -> Result<()> {
         let mut conn = self.conn().await?;
-        sqlx::query("SELECT 1")
-            .execute(&mut *conn)
+        Sql::ping(&mut *conn)
             .await
             .map_err(|e| match conn.fail(e) {
                 unavailable @ MetadataError::Unavailable(_) => unavailable,
@@ -942,7 +644,7 @@ impl MetadataStore for PostgresStore {
 
 #[cfg(test)]
 #[async_trait]
-impl super::suite::Inspect for PostgresStore {
+impl crate::metadata::suite::Inspect for PostgresStore {
     async fn reference_rows(&self, repo: &str) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM manifest_references WHERE repo = $1")
             .bind(repo)

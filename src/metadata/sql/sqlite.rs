@@ -6,12 +6,17 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::*;
+use super::rows::{self, PACK_SUMMARY_COLUMNS};
+use crate::digest::Digest;
+use crate::metadata::*;
+use crate::names::{RepoName, Tag};
+
+/// The statements SQLite shares with PostgreSQL.
+type Sql = super::Shared<Sqlite>;
 
 /// Metadata in a SQLite database file.
 #[derive(Debug, Clone)]
@@ -86,116 +91,40 @@ impl SqliteStore {
             .bind(repo.as_str())
             .fetch_all(&self.reader)
             .await?;
-        rows.into_iter().map(digest).collect()
+        Ok(rows
+            .into_iter()
+            .map(rows::digest)
+            .collect::<sqlx::Result<_>>()?)
     }
-}
-
-fn digest(s: String) -> Result<Digest> {
-    Digest::parse(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
-}
-
-fn manifest_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ManifestRecord> {
-    Ok(ManifestRecord {
-        digest: digest(row.try_get("digest")?)?,
-        media_type: row.try_get("media_type")?,
-        artifact_type: row.try_get("artifact_type")?,
-        subject: row
-            .try_get::<Option<String>, _>("subject_digest")?
-            .map(digest)
-            .transpose()?,
-        annotations: row.try_get("annotations")?,
-        body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-const MANIFEST_COLUMNS: &str = "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
-
-fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
-    let more = items.len() > n as usize;
-    items.truncate(n as usize);
-    Page { items, more }
 }
 
 #[async_trait]
 impl BlobIndex for SqliteStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let now = now_millis();
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(digest.as_str())
-        .bind(size as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-             WHERE rb.repo = ? AND rb.digest = ?",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(size.map(|s| s as u64))
+        Ok(Sql::blob_in_repo(&self.reader, repo, digest).await?)
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
-            .bind(digest.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(size.map(|s| s as u64))
+        Ok(Sql::blob_size(&self.reader, digest).await?)
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM repository_blobs WHERE repo = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(Sql::unlink_blob(&self.writer, repo, digest).await?)
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repositories WHERE name = ?")
-            .bind(repo.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(found.is_some())
+        Ok(Sql::repository_exists(&self.reader, repo).await?)
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
-        let joined: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(name, char(10)) FROM
-               (SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?)",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(i64::from(n) + 1)
-        .fetch_one(&self.reader)
-        .await?;
-        Ok(page(split_lines(joined), n))
+        Ok(Sql::list_repositories(&self.reader, last, n).await?)
     }
 }
 
@@ -349,14 +278,7 @@ impl ManifestIndex for SqliteStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM manifests m WHERE m.repo = ? AND m.digest = ?"
-        ))
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(manifest_from_row).transpose()
+        Ok(Sql::get_manifest(&self.reader, repo, digest).await?)
     }
 
     async fn get_manifest_by_tag(
@@ -364,40 +286,20 @@ impl ManifestIndex for SqliteStore {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<ManifestRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM tags t
-             JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest
-             WHERE t.repo = ? AND t.name = ?"
-        ))
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(manifest_from_row).transpose()
+        Ok(Sql::get_manifest_by_tag(&self.reader, repo, tag).await?)
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        // Tags and references go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM manifests WHERE repo = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(Sql::delete_manifest(&self.writer, repo, digest).await?)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ?")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(Sql::delete_tag(&self.writer, repo, tag).await?)
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let joined: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(name, char(10)) FROM
+            "SELECT string_agg(name, char(10)) FROM
                (SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?)",
         )
         .bind(repo.as_str())
@@ -405,7 +307,7 @@ impl ManifestIndex for SqliteStore {
         .bind(i64::from(n) + 1)
         .fetch_one(&self.reader)
         .await?;
-        Ok(page(split_lines(joined), n))
+        Ok(rows::page(split_lines(joined), n))
     }
 
     async fn list_referrers(
@@ -416,84 +318,12 @@ impl ManifestIndex for SqliteStore {
         last: Option<&str>,
         n: u32,
     ) -> Result<Page<Referrer>> {
-        let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-             WHERE repo = ? AND subject_digest = ? AND digest > ?
-               AND (? IS NULL OR artifact_type = ?)
-             ORDER BY digest LIMIT ?",
-        )
-        .bind(repo.as_str())
-        .bind(subject.as_str())
-        .bind(last.unwrap_or(""))
-        .bind(artifact_type)
-        .bind(artifact_type)
-        .bind(i64::from(n) + 1)
-        .fetch_all(&self.reader)
-        .await?;
-        let items = rows
-            .iter()
-            .map(|row| {
-                Ok(Referrer {
-                    digest: digest(row.try_get("digest")?)?,
-                    media_type: row.try_get("media_type")?,
-                    size: row.try_get::<i64, _>("size")? as u64,
-                    artifact_type: row.try_get("artifact_type")?,
-                    annotations: row.try_get("annotations")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, n))
+        Ok(Sql::list_referrers(&self.reader, repo, subject, artifact_type, last, n).await?)
     }
 }
 
 // ---------------------------------------------------------------------------------
 // Packs index
-
-const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, name, description, author, search_text, repository, tag, manifest_digest, content_digest, content_media_type, size, published_at, dependencies, members, metadata";
-
-const PACK_SUMMARY_COLUMNS: &str =
-    "pack_id, type, name, description, author, latest_version, versions, updated_at";
-
-fn corrupt(e: impl std::fmt::Display) -> MetadataError {
-    MetadataError::Corrupt(e.to_string())
-}
-
-fn pack_version_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PackVersionRecord> {
-    Ok(PackVersionRecord {
-        pack_id: row.try_get("pack_id")?,
-        version: row.try_get("version")?,
-        sort_key: row.try_get("sort_key")?,
-        prerelease: row.try_get::<i64, _>("prerelease")? != 0,
-        pack_type: row.try_get("type")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        author: row.try_get("author")?,
-        search_text: row.try_get("search_text")?,
-        repository: RepoName::parse(&row.try_get::<String, _>("repository")?).map_err(corrupt)?,
-        tag: Tag::parse(&row.try_get::<String, _>("tag")?).map_err(corrupt)?,
-        manifest_digest: digest(row.try_get("manifest_digest")?)?,
-        content_digest: digest(row.try_get("content_digest")?)?,
-        content_media_type: row.try_get("content_media_type")?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        published_at: row.try_get("published_at")?,
-        dependencies: row.try_get("dependencies")?,
-        members: row.try_get("members")?,
-        metadata: row.try_get("metadata")?,
-    })
-}
-
-fn pack_summary_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PackSummaryRecord> {
-    Ok(PackSummaryRecord {
-        pack_id: row.try_get("pack_id")?,
-        pack_type: row.try_get("type")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        author: row.try_get("author")?,
-        latest_version: row.try_get("latest_version")?,
-        versions: row.try_get::<i64, _>("versions")? as u64,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 /// Above this many rows matching `q`, a listing walks the id index instead of sorting
 /// the full-text matches (see `list_packs`).
@@ -519,57 +349,11 @@ impl PackIndex for SqliteStore {
         // One writer connection: the checks below and the writes cannot interleave
         // with another publish.
         let mut tx = self.writer.begin().await?;
-        if create_only {
-            let taken: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM tags WHERE repo = ? AND name = ?
-                 UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = ? AND version = ?",
-            )
-            .bind(p.repository.as_str())
-            .bind(p.tag.as_str())
-            .bind(&p.pack_id)
-            .bind(&p.version)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if taken.is_some() {
-                return Err(MetadataError::Conflict);
-            }
+        if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
+            return Err(MetadataError::Conflict);
         }
         put_manifest_in(&mut tx, repo, m, references, tags).await?;
-        sqlx::query(&format!(
-            "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (pack_id, version) DO UPDATE SET
-                sort_key = excluded.sort_key, prerelease = excluded.prerelease,
-                type = excluded.type, name = excluded.name,
-                description = excluded.description, author = excluded.author,
-                search_text = excluded.search_text, repository = excluded.repository,
-                tag = excluded.tag, manifest_digest = excluded.manifest_digest,
-                content_digest = excluded.content_digest,
-                content_media_type = excluded.content_media_type, size = excluded.size,
-                published_at = excluded.published_at, dependencies = excluded.dependencies,
-                members = excluded.members, metadata = excluded.metadata"
-        ))
-        .bind(&p.pack_id)
-        .bind(&p.version)
-        .bind(&p.sort_key)
-        .bind(i64::from(p.prerelease))
-        .bind(&p.pack_type)
-        .bind(&p.name)
-        .bind(&p.description)
-        .bind(&p.author)
-        .bind(&p.search_text)
-        .bind(p.repository.as_str())
-        .bind(p.tag.as_str())
-        .bind(p.manifest_digest.as_str())
-        .bind(p.content_digest.as_str())
-        .bind(&p.content_media_type)
-        .bind(p.size as i64)
-        .bind(p.published_at)
-        .bind(&p.dependencies)
-        .bind(&p.members)
-        .bind(&p.metadata)
-        .execute(&mut *tx)
-        .await?;
+        Sql::put_pack_version(&mut *tx, p).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -631,30 +415,17 @@ impl PackIndex for SqliteStore {
         let rows = query.bind(i64::from(n) + 1).fetch_all(&self.reader).await?;
         let items = rows
             .iter()
-            .map(pack_summary_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, n))
+            .map(rows::pack_summary)
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        Ok(rows::page(items, n))
     }
 
     async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id = ?"
-        ))
-        .bind(pack_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(pack_summary_from_row).transpose()
+        Ok(Sql::get_pack(&self.reader, pack_id).await?)
     }
 
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = ?
-             ORDER BY sort_key DESC, version DESC"
-        ))
-        .bind(pack_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(pack_version_from_row).collect()
+        Ok(Sql::list_pack_versions(&self.reader, pack_id).await?)
     }
 
     async fn get_pack_version(
@@ -662,96 +433,28 @@ impl PackIndex for SqliteStore {
         pack_id: &str,
         version: &str,
     ) -> Result<Option<PackVersionRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = ? AND version = ?"
-        ))
-        .bind(pack_id)
-        .bind(version)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(pack_version_from_row).transpose()
+        Ok(Sql::get_pack_version(&self.reader, pack_id, version).await?)
     }
 
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
-        // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
-        // by trigger.
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE (repo, name) IN
-                (SELECT repository, tag FROM pack_versions WHERE pack_id = ? AND version = ?)",
-        )
-        .bind(pack_id)
-        .bind(version)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(Sql::delete_pack_version(&self.writer, pack_id, version).await?)
     }
 }
 
-fn upload_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<UploadRecord> {
-    let id: String = row.try_get("id")?;
-    let repo: String = row.try_get("repo")?;
-    let parts: String = row.try_get("parts")?;
-    Ok(UploadRecord {
-        id: Uuid::parse_str(&id).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        repo: RepoName::parse(&repo).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        offset: row.try_get::<i64, _>("offset")? as u64,
-        hash_state: row.try_get("hash_state")?,
-        parts: serde_json::from_str(&parts).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn parts_json(parts: &[PartInfo]) -> String {
-    serde_json::to_string(parts).expect("parts serialize")
-}
-
+// Sessions are read from the writer: a session's progress must be seen the moment
+// it is saved.
 #[async_trait]
 impl UploadIndex for SqliteStore {
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO uploads (id, repo, \"offset\", hash_state, parts, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(u.id.to_string())
-        .bind(u.repo.as_str())
-        .bind(u.offset as i64)
-        .bind(&u.hash_state)
-        .bind(parts_json(&u.parts))
-        .bind(u.created_at)
-        .bind(u.updated_at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        Ok(Sql::create_upload(&self.writer, u).await?)
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
-        // Read from the writer: a session's progress must be seen the moment it is saved.
-        let row = sqlx::query(
-            "SELECT id, repo, \"offset\", hash_state, parts, created_at, updated_at
-             FROM uploads WHERE id = ? AND repo = ?",
-        )
-        .bind(id.to_string())
-        .bind(repo.as_str())
-        .fetch_optional(&self.writer)
-        .await?;
-        row.as_ref().map(upload_from_row).transpose()
+        Ok(Sql::get_upload(&self.writer, repo, id).await?)
     }
 
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE uploads SET \"offset\" = ?, hash_state = ?, parts = ?, updated_at = ?
-             WHERE id = ? AND \"offset\" = ?",
-        )
-        .bind(u.offset as i64)
-        .bind(&u.hash_state)
-        .bind(parts_json(&u.parts))
-        .bind(u.updated_at)
-        .bind(u.id.to_string())
-        .bind(expected_offset as i64)
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 1 {
+        if Sql::update_upload(&self.writer, u, expected_offset).await? {
             Ok(())
         } else {
             Err(MetadataError::Conflict)
@@ -759,39 +462,22 @@ impl UploadIndex for SqliteStore {
     }
 
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(Sql::delete_upload(&self.writer, id).await?)
     }
 
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?",
-        )
-        .bind(updated_before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
-        ids.iter()
-            .map(|id| Uuid::parse_str(id).map_err(|e| MetadataError::Corrupt(e.to_string())))
-            .collect()
+        Ok(Sql::stale_uploads(&self.writer, updated_before, limit).await?)
     }
 
     async fn upload_exists(&self, id: Uuid) -> Result<bool> {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.writer)
-            .await?;
-        Ok(found.is_some())
+        Ok(Sql::upload_exists(&self.writer, id).await?)
     }
 }
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
     async fn migrate(&self) -> Result<()> {
-        super::migrations::sqlite()
+        crate::metadata::migrations::sqlite()
             .await
             .run(&self.writer)
             .await
@@ -799,17 +485,15 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
+        Sql::ping(&self.reader)
             .await
-            .map_err(|e| MetadataError::Unavailable(e.to_string()))?;
-        Ok(())
+            .map_err(|e| MetadataError::Unavailable(e.to_string()))
     }
 }
 
 #[cfg(test)]
 #[async_trait]
-impl super::suite::Inspect for SqliteStore {
+impl crate::metadata::suite::Inspect for SqliteStore {
     async fn reference_rows(&self, repo: &str) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM manifest_references WHERE repo = ?")
             .bind(repo)
