@@ -1361,7 +1361,7 @@ macro_rules! metadata_suite {
 }
 
 mod sqlite_file {
-    use crate::metadata::{MetadataStore, PoolOptions, SqliteStore};
+    use crate::metadata::{MetadataStore, PackIndex, PoolOptions, SqliteStore};
 
     async fn open() -> Option<(SqliteStore, tempfile::TempDir)> {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1374,6 +1374,76 @@ mod sqlite_file {
     }
 
     metadata_suite!(open);
+
+    /// Version 3 rebuilds `pack_versions` to make `prerelease` a BOOLEAN: the rows a
+    /// version 2 database holds keep their values, the column refuses anything but 0
+    /// and 1, and the packs triggers, made again with the table, still keep the
+    /// summaries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prerelease_becomes_a_boolean_keeping_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/m.db", dir.path().display());
+        let old = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+            .await
+            .expect("open");
+        crate::metadata::migrations::sqlite_up_to(2)
+            .await
+            .run(&old)
+            .await
+            .expect("migrate to version 2");
+        old.close().await;
+        let store = SqliteStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("open sqlite file");
+        super::publish(&store, "old", "1.0.0").await;
+        super::publish(&store, "old", "2.0.0-rc.1").await;
+
+        store
+            .migrate()
+            .await
+            .expect("migrate to the latest version");
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+        let declared: String = sqlx::query_scalar(
+            "SELECT type FROM pragma_table_info('pack_versions') WHERE name = 'prerelease'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("column type");
+        assert_eq!(declared, "BOOLEAN");
+        let flags: Vec<(String, bool)> = store
+            .list_pack_versions("old")
+            .await
+            .expect("versions")
+            .into_iter()
+            .map(|v| (v.version, v.prerelease))
+            .collect();
+        assert_eq!(
+            flags,
+            [("2.0.0-rc.1".to_owned(), true), ("1.0.0".to_owned(), false)]
+        );
+        let refused = sqlx::query("UPDATE pack_versions SET prerelease = 2")
+            .execute(&pool)
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        pool.close().await;
+
+        assert_eq!(
+            super::latest_of(&store, "old").await.as_deref(),
+            Some("1.0.0")
+        );
+        super::publish(&store, "old", "1.1.0").await;
+        assert_eq!(
+            super::latest_of(&store, "old").await.as_deref(),
+            Some("1.1.0")
+        );
+        assert!(store.delete_pack_version("old", "1.1.0").await.unwrap());
+        assert!(store.delete_pack_version("old", "1.0.0").await.unwrap());
+        assert_eq!(
+            super::latest_of(&store, "old").await.as_deref(),
+            Some("2.0.0-rc.1")
+        );
+        drop(store);
+    }
 }
 
 mod sqlite_memory {
