@@ -1463,7 +1463,7 @@ mod sqlite_memory {
 mod postgres {
     use sqlx::{Connection, PgConnection};
 
-    use crate::metadata::{BlobIndex, MetadataStore, PoolOptions, PostgresStore};
+    use crate::metadata::{BlobIndex, MetadataStore, PackIndex, PoolOptions, PostgresStore};
 
     const URL_VAR: &str = "PACKS_TEST_POSTGRES_URL";
 
@@ -1611,6 +1611,55 @@ mod postgres {
                     .expect("a new connection")
             );
         }
+        drop(store);
+        drop(guard);
+    }
+
+    /// Transactions of the store's connections open now (each backend's state is
+    /// set before its answer is sent, so this is exact once a call has returned).
+    async fn open_transactions(guard: &TestDatabase) -> i64 {
+        let mut admin = PgConnection::connect(&guard.admin_url)
+            .await
+            .expect("admin");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+        )
+        .bind(&guard.name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("read pg_stat_activity");
+        admin.close().await.ok();
+        open
+    }
+
+    /// A refused publish (or any transaction that fails) is rolled back before its
+    /// connection goes back to the pool: a rollback left for the connection's next
+    /// use kept the pack's lock held, and every other publish of the pack waited for
+    /// it, for as long as nothing else used that connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_publish_leaves_no_transaction_open() {
+        let Some((store, guard)) = open().await else {
+            return;
+        };
+        let first = crate::metadata::suite::publish(&store, "held", "1.0.0").await;
+        let m = crate::metadata::suite::manifest("held again");
+        let again = crate::metadata::suite::pack_row("held", "1.0.0", &m, "b");
+        let refused = store
+            .put_pack_manifest(
+                &first.repository,
+                &m,
+                &[],
+                std::slice::from_ref(&again.tag),
+                &again,
+                true,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(crate::metadata::MetadataError::Conflict)),
+            "{refused:?}"
+        );
+        assert_eq!(open_transactions(&guard).await, 0);
         drop(store);
         drop(guard);
     }

@@ -76,8 +76,12 @@ impl managed::Manager for Connector {
 }
 
 /// A connection taken from the pool, that goes back when dropped unless a failure
-/// on it may have left it broken.
-struct Conn(Option<Object<Connector>>);
+/// on it may have left it broken, or it is dropped inside a transaction.
+struct Conn {
+    object: Option<Object<Connector>>,
+    /// Between [`begin`](Self::begin) and [`end`](Self::end).
+    in_transaction: bool,
+}
 
 impl Conn {
     /// The error `e` of a query on this connection; unless it is one the database
@@ -99,6 +103,45 @@ impl Conn {
         e.into()
     }
 
+    /// Opens a transaction. Until [`end`](Self::end) has closed it, dropping this
+    /// connection (a request abandoned half-way) closes it instead of handing it back
+    /// to the pool, and the server rolls the transaction back. (sqlx's own
+    /// `Transaction`, dropped, only queues its `ROLLBACK` for the connection's next
+    /// use: a connection back in the pool then held the transaction's locks until
+    /// some later request took it, and a refused publish kept every other publish of
+    /// its pack waiting.)
+    async fn begin(&mut self) -> Result<()> {
+        self.in_transaction = true;
+        sqlx::query("BEGIN")
+            .execute(&mut **self)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// Closes the transaction [`begin`](Self::begin) opened as `done` says: committed
+    /// after success, rolled back after a failure, before the connection can go back
+    /// to the pool. Returns `done`, or the commit's failure.
+    async fn end<T>(&mut self, done: Result<T>) -> Result<T> {
+        if self.object.is_none() {
+            return done;
+        }
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match sqlx::query(end).execute(&mut **self).await {
+            Ok(_) => self.in_transaction = false,
+            Err(e) => {
+                let e = self.fail(e);
+                // A connection whose transaction could not be closed is not reused.
+                self.discard();
+                if done.is_ok() {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "rollback after a failed transaction");
+            }
+        }
+        done
+    }
+
     /// `result` as it is, dropping the connection first if it failed for want of
     /// the database (see [`fail`](Self::fail)).
     fn settle<T>(&mut self, result: Result<T>) -> Result<T> {
@@ -112,9 +155,17 @@ impl Conn {
     }
 
     fn discard(&mut self) {
-        if let Some(object) = self.0.take() {
+        if let Some(object) = self.object.take() {
             // Taken out of the pool, then closed by being dropped.
             drop(Object::take(object));
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            self.discard();
         }
     }
 }
@@ -122,7 +173,7 @@ impl Conn {
 impl std::ops::Deref for Conn {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        self.0
+        self.object
             .as_ref()
             .expect("a discarded connection is not used again")
     }
@@ -130,7 +181,7 @@ impl std::ops::Deref for Conn {
 
 impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.0
+        self.object
             .as_mut()
             .expect("a discarded connection is not used again")
     }
@@ -160,7 +211,10 @@ impl PostgresStore {
     /// A connection from the pool.
     async fn conn(&self) -> Result<Conn> {
         match self.pool.get().await {
-            Ok(object) => Ok(Conn(Some(object))),
+            Ok(object) => Ok(Conn {
+                object: Some(object),
+                in_transaction: false,
+            }),
             Err(managed::PoolError::Backend(e)) => Err(e.into()),
             Err(e) => Err(MetadataError::Unavailable(format!(
                 "no database connection: {e}"
@@ -195,13 +249,10 @@ impl PostgresStore {
 impl BlobIndex for PostgresStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let mut conn = self.conn().await?;
-        let linked = async {
-            let mut tx = conn.begin().await?;
-            Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await?;
-            tx.commit().await
-        }
-        .await;
-        conn.settle(linked.map_err(Into::into))
+        conn.begin().await?;
+        let linked = Sql::link_blob(&mut conn, repo, digest, size, now_millis()).await;
+        let linked = linked.map_err(|e| conn.fail(e));
+        conn.end(linked).await
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
@@ -438,9 +489,9 @@ fn like_substring(text: &str) -> String {
     out
 }
 
-/// [`PackIndex::put_pack_manifest`] on `conn`, in a transaction of its own.
+/// [`PackIndex::put_pack_manifest`] on `conn`, inside the caller's transaction.
 async fn put_pack_manifest_in(
-    conn: &mut PgConnection,
+    tx: &mut PgConnection,
     repo: &RepoName,
     m: &ManifestRecord,
     references: &[(Digest, ReferenceKind)],
@@ -448,7 +499,6 @@ async fn put_pack_manifest_in(
     p: &PackVersionRecord,
     create_only: bool,
 ) -> Result<()> {
-    let mut tx = conn.begin().await?;
     // Publishes of one pack are serialized (the same lock the packs trigger takes),
     // so the checks below hold until commit.
     sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
@@ -458,9 +508,8 @@ async fn put_pack_manifest_in(
     if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
         return Err(MetadataError::Conflict);
     }
-    put_manifest_in(&mut tx, repo, m, references, tags).await?;
+    put_manifest_in(tx, repo, m, references, tags).await?;
     Sql::put_pack_version(&mut *tx, p).await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -476,8 +525,10 @@ impl PackIndex for PostgresStore {
         create_only: bool,
     ) -> Result<()> {
         let mut conn = self.conn().await?;
+        conn.begin().await?;
         let put = put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only).await;
-        conn.settle(put)
+        let put = conn.settle(put);
+        conn.end(put).await
     }
 
     async fn list_packs(

@@ -98,13 +98,31 @@ impl SqliteStore {
     }
 }
 
+/// Ends `tx` as `done` says: committed after success, rolled back after a failure.
+/// Rolled back here rather than when the writer is next used (what dropping a sqlx
+/// transaction does): until then the database's write lock stays taken, and other
+/// processes on the file (`migrate`, another `serve`) wait for it.
+async fn finish<T>(tx: sqlx::Transaction<'_, Sqlite>, done: Result<T>) -> Result<T> {
+    match done {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(error = %rollback, "rollback after a failed transaction");
+            }
+            Err(e)
+        }
+    }
+}
+
 #[async_trait]
 impl BlobIndex for SqliteStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await?;
-        tx.commit().await?;
-        Ok(())
+        let linked = Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await;
+        finish(tx, linked.map_err(Into::into)).await
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
@@ -349,13 +367,15 @@ impl PackIndex for SqliteStore {
         // One writer connection: the checks below and the writes cannot interleave
         // with another publish.
         let mut tx = self.writer.begin().await?;
-        if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
-            return Err(MetadataError::Conflict);
+        let put = async {
+            if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
+                return Err(MetadataError::Conflict);
+            }
+            put_manifest_in(&mut tx, repo, m, references, tags).await?;
+            Ok(Sql::put_pack_version(&mut *tx, p).await?)
         }
-        put_manifest_in(&mut tx, repo, m, references, tags).await?;
-        Sql::put_pack_version(&mut *tx, p).await?;
-        tx.commit().await?;
-        Ok(())
+        .await;
+        finish(tx, put).await
     }
 
     async fn list_packs(
