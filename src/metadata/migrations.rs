@@ -54,6 +54,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "prerelease boolean",
         include_str!("../../migrations/sqlite/0003_prerelease_boolean.sql"),
     ),
+    (
+        4,
+        "tag moves drop pack rows",
+        include_str!("../../migrations/sqlite/0004_tag_moves_drop_pack_rows.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations, `migrations/postgres`.
@@ -72,6 +77,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "index comments",
         include_str!("../../migrations/postgres/0003_index_comments.sql"),
+    ),
+    (
+        4,
+        "tag moves drop pack rows",
+        include_str!("../../migrations/postgres/0004_tag_moves_drop_pack_rows.sql"),
     ),
 ];
 

@@ -1205,6 +1205,109 @@ pub(crate) async fn packs_concurrent_versions(s: &dyn MetadataStore) {
     );
 }
 
+/// Pushes of a pack version (through either API) race deletes and moves of its tag,
+/// round after round: every operation succeeds (no deadlock between the pack's
+/// summary lock and the tag's row), and after each round the index agrees with the
+/// tag.
+pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
+    let r = &repo("packs/race");
+    for round in 0..24 {
+        let pushes = (0..6).map(|i| {
+            let m = manifest(&format!("race {round} {i}"));
+            let p = pack_row("race", "1.0.0", &m, "a");
+            async move {
+                s.put_pack_manifest(
+                    r,
+                    &m,
+                    &refs("race"),
+                    std::slice::from_ref(&p.tag),
+                    &p,
+                    false,
+                )
+                .await
+            }
+        });
+        let creates = (0..2).map(|i| {
+            let m = manifest(&format!("race create {round} {i}"));
+            let p = pack_row("race", "1.0.0", &m, "b");
+            async move {
+                match s
+                    .put_pack_manifest(r, &m, &[], std::slice::from_ref(&p.tag), &p, true)
+                    .await
+                {
+                    Err(MetadataError::Conflict) => Ok(()),
+                    other => other,
+                }
+            }
+        });
+        let deletes = (0..2).map(|_| async { s.delete_tag(r, &tag("1.0.0")).await.map(drop) });
+        let unpublishes =
+            (0..2).map(|_| async { s.delete_pack_version("race", "1.0.0").await.map(drop) });
+        let moves = (0..4).map(|i| {
+            let m = manifest(&format!("race plain {round} {i}"));
+            async move { s.put_manifest(r, &m, &[], &tags(&["1.0.0"])).await }
+        });
+        let results = futures_util::future::join5(
+            futures_util::future::join_all(pushes),
+            futures_util::future::join_all(creates),
+            futures_util::future::join_all(deletes),
+            futures_util::future::join_all(unpublishes),
+            futures_util::future::join_all(moves),
+        )
+        .await;
+        let (a, b, c, d, e) = results;
+        for result in a.into_iter().chain(b).chain(c).chain(d).chain(e) {
+            if let Err(err) = result {
+                panic!("round {round}: {err}");
+            }
+        }
+        let indexed = s.get_pack_version("race", "1.0.0").await.unwrap();
+        let summary = s.get_pack("race").await.unwrap();
+        match indexed {
+            Some(v) => {
+                assert_eq!(by_tag(s, r, "1.0.0").await, Some(v.manifest_digest));
+                assert_eq!(summary.map(|p| p.versions), Some(1));
+            }
+            None => assert_eq!(summary, None),
+        }
+    }
+}
+
+/// Of concurrent create-only publishes of one new version, exactly one succeeds and
+/// the tag names its manifest; the others are refused and store nothing.
+pub(crate) async fn packs_create_only_race(s: &dyn MetadataStore) {
+    let r = repo("packs/first");
+    for round in 0..8 {
+        let version = format!("1.{round}.0");
+        let candidates: Vec<(ManifestRecord, PackVersionRecord)> = (0..6)
+            .map(|i| {
+                let m = manifest(&format!("first {round} {i}"));
+                let p = pack_row("first", &version, &m, "a");
+                (m, p)
+            })
+            .collect();
+        let results =
+            futures_util::future::join_all(candidates.iter().map(|(m, p)| {
+                s.put_pack_manifest(&r, m, &[], std::slice::from_ref(&p.tag), p, true)
+            }))
+            .await;
+        let mut winners = Vec::new();
+        for ((m, _), result) in candidates.iter().zip(results) {
+            match result {
+                Ok(()) => winners.push(m.digest.clone()),
+                Err(MetadataError::Conflict) => {
+                    assert_eq!(s.get_manifest(&r, &m.digest).await.unwrap(), None);
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert_eq!(by_tag(s, &r, &version).await.as_ref(), winners.first());
+        let indexed = s.get_pack_version("first", &version).await.unwrap();
+        assert_eq!(indexed.map(|v| v.manifest_digest).as_ref(), winners.first());
+    }
+}
+
 async fn all_packs(s: &dyn MetadataStore, filter: &PackFilter, n: u32) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     loop {
@@ -1343,7 +1446,8 @@ macro_rules! metadata_suite {
             missing_blobs_and_manifests, upload_sessions, concurrent_upload_updates,
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
-            packs_create_only, packs_list_filter_and_search, packs_concurrent_versions);
+            packs_create_only, packs_list_filter_and_search, packs_concurrent_versions,
+            packs_race_tag_deletes_and_moves, packs_create_only_race);
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(

@@ -296,9 +296,11 @@ impl BlobIndex for PostgresStore {
 /// two per reference and tag (production manifest PUT ran at 2.5x Distribution).
 /// Foreign keys are checked at the end of the statement, when the repository and
 /// manifest rows inserted by the earlier CTEs exist. References are added only with a
-/// newly inserted manifest; tags are upserted in sorted order, so that pushes sharing
-/// tags cannot deadlock on them, and a tag moved away from a pack's manifest no longer
-/// names that pack version.
+/// newly inserted manifest. Tags are upserted in sorted order, so that pushes sharing
+/// tags cannot deadlock on them; with `$14` (create only), a tag that exists is
+/// locked but left as it is, and the statement's answer, the number of tags written,
+/// tells the caller. A tag moved away from a pack's manifest no longer names that
+/// pack version: a trigger on `tags` deletes its row (migration 4).
 const PUT_MANIFEST_SQL: &str = "
     WITH repo AS (
         INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
@@ -318,19 +320,22 @@ const PUT_MANIFEST_SQL: &str = "
         ORDER BY t.i
         ON CONFLICT (repo, name) DO UPDATE
         SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at
+        WHERE NOT $14::boolean
+        RETURNING 1
     )
-    DELETE FROM pack_versions
-    WHERE repository = $1 AND tag = ANY($13::text[]) AND manifest_digest <> $3";
+    SELECT COUNT(*) FROM tagged";
 
 /// Runs [`PUT_MANIFEST_SQL`] on `conn`: alone it is atomic, and inside a caller's
-/// transaction it is part of that.
+/// transaction it is part of that. With `create_only`, tags that exist already are
+/// left alone; returns whether every tag was written.
 async fn put_manifest_in(
     conn: &mut sqlx::PgConnection,
     repo: &RepoName,
     m: &ManifestRecord,
     references: &[(Digest, ReferenceKind)],
     tags: &[Tag],
-) -> Result<()> {
+    create_only: bool,
+) -> Result<bool> {
     let mut tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     tags.sort_unstable();
     tags.dedup();
@@ -338,7 +343,8 @@ async fn put_manifest_in(
         .iter()
         .map(|(d, k)| (d.as_str(), k.as_str()))
         .unzip();
-    sqlx::query(PUT_MANIFEST_SQL)
+    let wanted = tags.len();
+    let written: i64 = sqlx::query_scalar(PUT_MANIFEST_SQL)
         .bind(repo.as_str())
         .bind(now_millis())
         .bind(m.digest.as_str())
@@ -352,9 +358,10 @@ async fn put_manifest_in(
         .bind(children)
         .bind(kinds)
         .bind(tags)
-        .execute(conn)
+        .bind(create_only)
+        .fetch_one(conn)
         .await?;
-    Ok(())
+    Ok(usize::try_from(written).is_ok_and(|w| w == wanted))
 }
 
 #[async_trait]
@@ -388,8 +395,8 @@ impl ManifestIndex for PostgresStore {
     ) -> Result<()> {
         // One statement, atomic by itself: no BEGIN and COMMIT round trips.
         let mut conn = self.conn().await?;
-        let put = put_manifest_in(&mut conn, repo, m, references, tags).await;
-        conn.settle(put)
+        let put = put_manifest_in(&mut conn, repo, m, references, tags, false).await;
+        conn.settle(put.map(drop))
     }
 
     async fn get_manifest(
@@ -490,6 +497,17 @@ fn like_substring(text: &str) -> String {
 }
 
 /// [`PackIndex::put_pack_manifest`] on `conn`, inside the caller's transaction.
+///
+/// Locks are taken in one order on every path that reaches the packs trigger: the
+/// tag's row, then the version's `pack_versions` row (deleted by the cascade from
+/// `tags` or the `tags_moved` trigger, or upserted here), then (in the packs trigger)
+/// the pack's advisory lock. A tag delete or move, a manifest delete and this push
+/// all lock the tag first; the packs trigger runs last. (This push once took the advisory lock
+/// first, to hold its create-only check until commit, and deadlocked with a tag
+/// delete holding the tag's row and waiting, through the cascade and trigger, for
+/// that lock.) A create-only push instead claims the version's tag in the manifest
+/// push itself: an existing tag, or one a concurrent push is creating (waited for),
+/// is left alone and the push refused.
 async fn put_pack_manifest_in(
     tx: &mut PgConnection,
     repo: &RepoName,
@@ -499,16 +517,13 @@ async fn put_pack_manifest_in(
     p: &PackVersionRecord,
     create_only: bool,
 ) -> Result<()> {
-    // Publishes of one pack are serialized (the same lock the packs trigger takes),
-    // so the checks below hold until commit.
-    sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
-        .bind(&p.pack_id)
-        .execute(&mut *tx)
-        .await?;
     if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
         return Err(MetadataError::Conflict);
     }
-    put_manifest_in(tx, repo, m, references, tags).await?;
+    let claimed = put_manifest_in(tx, repo, m, references, tags, create_only).await?;
+    if !claimed {
+        return Err(MetadataError::Conflict);
+    }
     Sql::put_pack_version(&mut *tx, p).await?;
     Ok(())
 }

@@ -167,11 +167,7 @@ const PUT_MANIFEST_SQL: &str = "INSERT INTO repositories (name, created_at)
          SELECT ?1 ->> '$.repo', t.value, ?1 ->> '$.digest', ?1 ->> '$.now'
          FROM json_each(?1, '$.tags') t WHERE true
          ON CONFLICT (repo, name) DO UPDATE
-         SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at;
-
-         DELETE FROM pack_versions
-         WHERE repository = ?1 ->> '$.repo' AND manifest_digest <> ?1 ->> '$.digest'
-           AND tag IN (SELECT value FROM json_each(?1, '$.tags'));";
+         SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at;";
 
 /// [`PUT_MANIFEST_SQL`] inside its own transaction, for one round trip in all.
 static PUT_MANIFEST_TX_SQL: std::sync::LazyLock<String> =
@@ -231,7 +227,7 @@ async fn put_manifest_in(
         .await?;
     // Re-inserting references for a manifest already stored changes nothing: a digest
     // names one content, hence one set of references. A tag moved away from a pack's
-    // manifest (the DELETE) no longer names that pack version.
+    // manifest no longer names that pack version: a trigger on `tags` drops the row.
     Ok(())
 }
 
