@@ -36,6 +36,12 @@ pub enum MetadataError {
     /// The database could not be reached.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database turned the work away for now, and it was tried again a few
+    /// times first: a deadlock, a serialization failure or a lock not available in
+    /// time (PostgreSQL), or the database file locked by another connection past the
+    /// busy timeout (SQLite). Worth retrying a moment later.
+    #[error("database busy: {0}")]
+    Busy(String),
     /// A stored value could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -54,6 +60,9 @@ impl From<sqlx::Error> for MetadataError {
             sqlx::Error::Tls(_) => MetadataError::Unavailable(e.to_string()),
             sqlx::Error::Database(ref d) if server_went_away(d.as_ref()) => {
                 MetadataError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(ref d) if sql::busy(d.as_ref()) => {
+                MetadataError::Busy(e.to_string())
             }
             sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
                 MetadataError::Corrupt(e.to_string())

@@ -1465,7 +1465,9 @@ macro_rules! metadata_suite {
 }
 
 mod sqlite_file {
-    use crate::metadata::{MetadataStore, PackIndex, PoolOptions, SqliteStore};
+    use crate::metadata::{
+        BlobIndex, MetadataStore, PackIndex, PoolOptions, SqliteStore, UploadIndex,
+    };
 
     async fn open() -> Option<(SqliteStore, tempfile::TempDir)> {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1478,6 +1480,60 @@ mod sqlite_file {
     }
 
     metadata_suite!(open);
+
+    /// Writers of two stores on one file (a `migrate` or a second `serve` beside this
+    /// one) wait for each other instead of failing: every write transaction takes
+    /// the write lock as it begins (a deferred one that read first could not take
+    /// it once the other store had committed since its read: `SQLITE_BUSY`, at
+    /// once), and a busy timeout covers the waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_on_one_file_from_two_stores_wait_for_each_other() {
+        let (a, dir) = open().await.expect("store");
+        let url = format!("sqlite://{}/m.db", dir.path().display());
+        let b = SqliteStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("second store");
+        let work = |s: SqliteStore, who: &'static str| async move {
+            let mut failures = Vec::new();
+            for i in 0..40 {
+                let m = super::manifest(&format!("{who} {i}"));
+                let p = super::pack_row(who, &format!("1.{i}.0"), &m, "a");
+                let published = s
+                    .put_pack_manifest(
+                        &p.repository,
+                        &m,
+                        &[],
+                        std::slice::from_ref(&p.tag),
+                        &p,
+                        true,
+                    )
+                    .await;
+                let linked = s
+                    .link_blob(&p.repository, &super::blob(&format!("{who} {i}")), 7)
+                    .await;
+                let uploaded = s.create_upload(&super::upload(&format!("{who}/x"))).await;
+                for r in [published, linked, uploaded] {
+                    if let Err(e) = r {
+                        failures.push(e.to_string());
+                    }
+                }
+            }
+            failures
+        };
+        let (fa, fb) = tokio::join!(
+            tokio::spawn(work(a.clone(), "left")),
+            tokio::spawn(work(b.clone(), "right"))
+        );
+        let failures: Vec<String> = fa.unwrap().into_iter().chain(fb.unwrap()).collect();
+        assert!(
+            failures.is_empty(),
+            "{} failed: {failures:?}",
+            failures.len()
+        );
+        assert_eq!(a.list_pack_versions("right").await.unwrap().len(), 40);
+        assert_eq!(b.list_pack_versions("left").await.unwrap().len(), 40);
+        drop((a, b, dir));
+    }
 
     /// Version 3 rebuilds `pack_versions` to make `prerelease` a BOOLEAN: the rows a
     /// version 2 database holds keep their values, the column refuses anything but 0
@@ -1567,7 +1623,9 @@ mod sqlite_memory {
 mod postgres {
     use sqlx::{Connection, PgConnection};
 
-    use crate::metadata::{BlobIndex, MetadataStore, PackIndex, PoolOptions, PostgresStore};
+    use crate::metadata::{
+        BlobIndex, MetadataStore, PackIndex, PoolOptions, PostgresStore, UploadIndex,
+    };
 
     const URL_VAR: &str = "PACKS_TEST_POSTGRES_URL";
 
@@ -1766,6 +1824,91 @@ mod postgres {
         assert_eq!(open_transactions(&guard).await, 0);
         drop(store);
         drop(guard);
+    }
+
+    /// Pushes of a pack version race deletes and moves of its tag with no retries, so
+    /// that a deadlock (which retries would hide) fails the test: every path takes
+    /// the tag's row before the pack's lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pack_pushes_and_tag_changes_take_locks_in_one_order() {
+        let Some((store, guard)) = open().await else {
+            return;
+        };
+        let store = store.with_transient_retries(0);
+        crate::metadata::suite::packs_race_tag_deletes_and_moves(&store).await;
+        drop((store, guard));
+    }
+
+    /// A write the database turns away for now (here a lock not granted within
+    /// `lock_timeout`: SQLSTATE 55P03) is tried again and succeeds once the lock is
+    /// free; with no retries it is [`MetadataError::Busy`].
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_turned_away_for_now_are_retried() {
+        let Some((url, guard)) = create_database().await else {
+            return;
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{sep}options=-c%20lock_timeout%3D40ms");
+        let patient = PostgresStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("connect")
+            .with_transient_retries(1000);
+        patient.migrate().await.expect("migrate");
+        let strict = PostgresStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("connect")
+            .with_transient_retries(0);
+        let db_url = with_database(&guard.admin_url, &guard.name);
+        let mut holder = PgConnection::connect(&db_url).await.expect("connect");
+        let mut watcher = PgConnection::connect(&db_url).await.expect("connect");
+        sqlx::raw_sql("BEGIN; LOCK TABLE uploads IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut holder)
+            .await
+            .expect("lock uploads");
+
+        let refused = strict
+            .create_upload(&crate::metadata::suite::upload("busy/x"))
+            .await;
+        assert!(
+            matches!(refused, Err(crate::metadata::MetadataError::Busy(_))),
+            "{refused:?}"
+        );
+
+        let session = crate::metadata::suite::upload("busy/y");
+        let task = tokio::spawn({
+            let (store, session) = (patient.clone(), session.clone());
+            async move { store.create_upload(&session).await }
+        });
+        // Hold the lock until one attempt has failed and the next is waiting: two
+        // waits for it with different start times.
+        let mut attempts = std::collections::HashSet::new();
+        while attempts.len() < 2 && !task.is_finished() {
+            let waiting: Vec<String> = sqlx::query_scalar(
+                "SELECT query_start::text FROM pg_stat_activity
+                 WHERE datname = $1 AND wait_event_type = 'Lock'
+                   AND query LIKE 'INSERT INTO uploads%'",
+            )
+            .bind(&guard.name)
+            .fetch_all(&mut watcher)
+            .await
+            .expect("read pg_stat_activity");
+            attempts.extend(waiting);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut holder)
+            .await
+            .expect("unlock");
+        task.await.expect("task").expect("created after a retry");
+        assert!(attempts.len() >= 2, "{attempts:?}");
+        assert!(
+            patient
+                .get_upload(&session.repo, session.id)
+                .await
+                .expect("read")
+                .is_some()
+        );
+        drop((holder, watcher, patient, strict, guard));
     }
 
     /// Replicas starting together on a fresh database migrate it once, all succeeding.

@@ -73,6 +73,8 @@ pub struct OciError {
     range: Option<String>,
     /// `Content-Range` header to add (for 416 on blob reads).
     content_range: Option<String>,
+    /// `Retry-After` header to add (seconds), for 429 and a busy 503.
+    retry_after: Option<u64>,
 }
 
 impl OciError {
@@ -89,6 +91,7 @@ impl OciError {
             },
             range: None,
             content_range: None,
+            retry_after: None,
         }
     }
 
@@ -171,6 +174,26 @@ impl From<Error> for OciError {
                     "the registry's storage is temporarily unavailable; retry later",
                 )
             }
+            Error::Busy {
+                detail,
+                retry_after_secs,
+            } => {
+                tracing::warn!(error = %detail, "database busy after retries");
+                let mut err = OciError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    C::Unknown,
+                    "the registry is busy; retry later",
+                );
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
+            Error::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                let mut err = OciError::new(S::TOO_MANY_REQUESTS, C::Toomanyrequests, message);
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 OciError::new(
@@ -202,6 +225,38 @@ impl IntoResponse for OciError {
         {
             headers.insert(header::CONTENT_RANGE, r);
         }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy database is a 503 and a session cap a 429 `TOOMANYREQUESTS`, each with
+    /// the `Retry-After` the domain chose.
+    #[test]
+    fn busy_and_too_many_requests_say_when_to_retry() {
+        let busy = OciError::from(Error::Busy {
+            detail: "deadlock detected".into(),
+            retry_after_secs: 1,
+        })
+        .into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let capped = OciError::from(Error::TooManyRequests {
+            message: "too many upload sessions".into(),
+            retry_after_secs: 30,
+        });
+        assert_eq!(
+            capped.envelope.errors[0].code,
+            OciErrorCode::Toomanyrequests
+        );
+        let capped = capped.into_response();
+        assert_eq!(capped.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(capped.headers()[header::RETRY_AFTER], "30");
     }
 }

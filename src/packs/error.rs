@@ -71,6 +71,8 @@ pub struct ApiError {
     envelope: ErrorEnvelope,
     /// `Content-Range` for a 416.
     content_range: Option<String>,
+    /// `Retry-After` (seconds) for a 503 that says when.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -84,6 +86,7 @@ impl ApiError {
                 },
             },
             content_range: None,
+            retry_after: None,
         }
     }
 
@@ -124,6 +127,22 @@ impl From<Error> for ApiError {
                     "the registry's storage is temporarily unavailable; retry later",
                 )
             }
+            // `/packs` opens no upload session, the one thing with a cap; were a cap
+            // ever reached here, it passes like a busy database.
+            Error::Busy {
+                detail: _,
+                retry_after_secs,
+            }
+            | Error::TooManyRequests {
+                message: _,
+                retry_after_secs,
+            } => {
+                tracing::warn!(error = %message, "busy after retries");
+                let mut err =
+                    ApiError::new(ErrorCode::Unavailable, "the registry is busy; retry later");
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
             other => {
                 tracing::error!(error = %other, "internal error in /packs");
                 ApiError::new(ErrorCode::Internal, "internal server error")
@@ -141,6 +160,28 @@ impl IntoResponse for ApiError {
         {
             response.headers_mut().insert(header::CONTENT_RANGE, r);
         }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy database is a 503 with the `Retry-After` the domain chose.
+    #[test]
+    fn busy_says_when_to_retry() {
+        let busy = ApiError::from(Error::Busy {
+            detail: "deadlock detected".into(),
+            retry_after_secs: 1,
+        })
+        .into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -12,13 +12,17 @@ mod postgres;
 mod rows;
 mod sqlite;
 
+use std::future::Future;
 use std::marker::PhantomData;
+use std::time::Duration;
 
+use sqlx::error::DatabaseError;
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::{
-    ManifestRecord, PackSummaryRecord, PackVersionRecord, Page, Referrer, UploadRecord, split_lines,
+    ManifestRecord, MetadataError, PackSummaryRecord, PackVersionRecord, Page, Referrer, Result,
+    UploadRecord, split_lines,
 };
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
@@ -29,6 +33,46 @@ use rows::{
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Whether the database's error says the work was turned away for now and may
+/// succeed if tried again (see [`MetadataError::Busy`]), in either dialect.
+pub(super) fn busy(e: &dyn DatabaseError) -> bool {
+    postgres::busy(e) || sqlite::busy(e)
+}
+
+/// How many times a write is tried again after [`MetadataError::Busy`], by default.
+const TRANSIENT_RETRIES: u32 = 3;
+
+/// Runs `op` again while it fails with [`MetadataError::Busy`], at most `retries`
+/// more times, then returns its last result. Each pause is about twice the one
+/// before (4, 8, 16 ms, …), scaled by a random factor between 0.5 and 1.5, so
+/// that transactions that collided once (a deadlock's two sides) do not collide
+/// again in step. `op` runs a whole transaction (or one autocommitted statement):
+/// whatever it did before failing has been rolled back.
+async fn retry<T, F, Fut>(retries: u32, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(MetadataError::Busy(why)) if attempt < retries => {
+                attempt += 1;
+                let pause = backoff(attempt);
+                tracing::debug!(attempt, ?pause, error = %why, "database busy; trying again");
+                tokio::time::sleep(pause).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The pause before the `attempt`-th retry (see [`retry`]).
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(4).saturating_mul(1 << attempt.saturating_sub(1).min(8));
+    base.mul_f64(0.5 + fastrand::f64())
+}
 
 /// What a statement changed, as each driver reports it (an inherent method of each
 /// driver's result type, which no sqlx trait names).

@@ -4,10 +4,12 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use deadpool::managed::{self, Metrics, Object, QueueMode, RecycleResult};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError};
 use sqlx::{Connection, PgConnection, Postgres};
 use uuid::Uuid;
 
+use super::retry;
 use super::rows::{self, PACK_SUMMARY_COLUMNS};
 use crate::digest::Digest;
 use crate::metadata::*;
@@ -15,6 +17,14 @@ use crate::names::{RepoName, Tag};
 
 /// The statements PostgreSQL shares with SQLite.
 type Sql = super::Shared<Postgres>;
+
+/// Whether `e` is PostgreSQL turning work away for now (see [`MetadataError::Busy`]):
+/// a deadlock (SQLSTATE 40P01), a serialization failure (40001), or a lock not
+/// available (55P03: past `lock_timeout`, or `NOWAIT`).
+pub(super) fn busy(e: &dyn DatabaseError) -> bool {
+    e.try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|e| matches!(e.code(), "40P01" | "40001" | "55P03"))
+}
 
 /// From this page size on, tags are first read in no order (see `list_tags`). For a
 /// long listing PostgreSQL reads the rows in the order they lie in the table (a
@@ -34,6 +44,8 @@ const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Retries of a write the database turned away for now (see `retry`).
+    retries: u32,
 }
 
 /// The connection pool. Not sqlx's own: sqlx (0.8, and 0.9 alike) pings every
@@ -205,7 +217,18 @@ impl PostgresStore {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            retries: super::TRANSIENT_RETRIES,
+        })
+    }
+
+    /// The same store, trying a write the database turned away for now (a deadlock,
+    /// a serialization failure, a lock not available) `retries` more times before it
+    /// reports [`MetadataError::Busy`]; 3 unless set.
+    pub fn with_transient_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// A connection from the pool.
@@ -248,11 +271,14 @@ impl PostgresStore {
 #[async_trait]
 impl BlobIndex for PostgresStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut conn = self.conn().await?;
-        conn.begin().await?;
-        let linked = Sql::link_blob(&mut conn, repo, digest, size, now_millis()).await;
-        let linked = linked.map_err(|e| conn.fail(e));
-        conn.end(linked).await
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            conn.begin().await?;
+            let linked = Sql::link_blob(&mut conn, repo, digest, size, now_millis()).await;
+            let linked = linked.map_err(|e| conn.fail(e));
+            conn.end(linked).await
+        })
+        .await
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
@@ -270,10 +296,13 @@ impl BlobIndex for PostgresStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        Sql::unlink_blob(&mut *conn, repo, digest)
-            .await
-            .map_err(|e| conn.fail(e))
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::unlink_blob(&mut *conn, repo, digest)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
@@ -394,9 +423,12 @@ impl ManifestIndex for PostgresStore {
         tags: &[Tag],
     ) -> Result<()> {
         // One statement, atomic by itself: no BEGIN and COMMIT round trips.
-        let mut conn = self.conn().await?;
-        let put = put_manifest_in(&mut conn, repo, m, references, tags, false).await;
-        conn.settle(put.map(drop))
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            let put = put_manifest_in(&mut conn, repo, m, references, tags, false).await;
+            conn.settle(put.map(drop))
+        })
+        .await
     }
 
     async fn get_manifest(
@@ -422,18 +454,24 @@ impl ManifestIndex for PostgresStore {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        // Tags and references go with it (ON DELETE CASCADE).
-        Sql::delete_manifest(&mut *conn, repo, digest)
-            .await
-            .map_err(|e| conn.fail(e))
+        // Tags, references and pack rows go with it (ON DELETE CASCADE).
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_manifest(&mut *conn, repo, digest)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        Sql::delete_tag(&mut *conn, repo, tag)
-            .await
-            .map_err(|e| conn.fail(e))
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_tag(&mut *conn, repo, tag)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
@@ -539,11 +577,15 @@ impl PackIndex for PostgresStore {
         p: &PackVersionRecord,
         create_only: bool,
     ) -> Result<()> {
-        let mut conn = self.conn().await?;
-        conn.begin().await?;
-        let put = put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only).await;
-        let put = conn.settle(put);
-        conn.end(put).await
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            conn.begin().await?;
+            let put =
+                put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only).await;
+            let put = conn.settle(put);
+            conn.end(put).await
+        })
+        .await
     }
 
     async fn list_packs(
@@ -625,22 +667,28 @@ impl PackIndex for PostgresStore {
     }
 
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
-        let mut conn = self.conn().await?;
         // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
         // by trigger.
-        Sql::delete_pack_version(&mut *conn, pack_id, version)
-            .await
-            .map_err(|e| conn.fail(e))
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_pack_version(&mut *conn, pack_id, version)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl UploadIndex for PostgresStore {
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        let mut conn = self.conn().await?;
-        Sql::create_upload(&mut *conn, u)
-            .await
-            .map_err(|e| conn.fail(e))
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::create_upload(&mut *conn, u)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
@@ -651,10 +699,13 @@ impl UploadIndex for PostgresStore {
     }
 
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let updated = Sql::update_upload(&mut *conn, u, expected_offset)
-            .await
-            .map_err(|e| conn.fail(e))?;
+        let updated = retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::update_upload(&mut *conn, u, expected_offset)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await?;
         if updated {
             Ok(())
         } else {
@@ -663,10 +714,13 @@ impl UploadIndex for PostgresStore {
     }
 
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        Sql::delete_upload(&mut *conn, id)
-            .await
-            .map_err(|e| conn.fail(e))
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_upload(&mut *conn, id)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {

@@ -6,10 +6,14 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::error::DatabaseError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, SqlitePool};
 use uuid::Uuid;
 
+use super::retry;
 use super::rows::{self, PACK_SUMMARY_COLUMNS};
 use crate::digest::Digest;
 use crate::metadata::*;
@@ -18,11 +22,23 @@ use crate::names::{RepoName, Tag};
 /// The statements SQLite shares with PostgreSQL.
 type Sql = super::Shared<Sqlite>;
 
+/// Whether `e` is SQLite turning work away for now (see [`MetadataError::Busy`]):
+/// `SQLITE_BUSY` (5: the file is locked by another connection, or the snapshot a
+/// transaction read is stale for writing) or `SQLITE_LOCKED` (6), with any of their
+/// extended codes (the low byte is the primary code).
+pub(super) fn busy(e: &dyn DatabaseError) -> bool {
+    e.try_downcast_ref::<SqliteError>()
+        .and_then(|e| e.code()?.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 /// Metadata in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Retries of a write the database turned away for now (see `retry`).
+    retries: u32,
 }
 
 impl SqliteStore {
@@ -34,7 +50,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(options.acquire_timeout);
+            // Each attempt of a write waits this long for another process's lock
+            // (`migrate`, a second `serve`); with the retries, about the acquire
+            // timeout in all.
+            .busy_timeout(options.acquire_timeout / (super::TRANSIENT_RETRIES + 1));
         if url.contains(":memory:") {
             // One connection, or every connection would see its own empty database;
             // and kept forever, for the database vanishes with its last connection.
@@ -49,6 +68,7 @@ impl SqliteStore {
             return Ok(SqliteStore {
                 writer: pool.clone(),
                 reader: pool,
+                retries: super::TRANSIENT_RETRIES,
             });
         }
         // No liveness ping before handing out a connection (sqlx's default): a SQLite
@@ -73,7 +93,28 @@ impl SqliteStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            retries: super::TRANSIENT_RETRIES,
+        })
+    }
+
+    /// The same store, trying a write the database turned away for now (the file
+    /// locked by another process past the busy timeout) `retries` more times before
+    /// it reports [`MetadataError::Busy`]; 3 unless set.
+    pub fn with_transient_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Begins a write transaction on the writer, taking the database's write lock at
+    /// once (`BEGIN IMMEDIATE`). A deferred `BEGIN` takes it at the first write, and
+    /// if another process (`migrate`, a second `serve`) wrote since the transaction's
+    /// first read, SQLite cannot let it write at all: `SQLITE_BUSY` at once, with no
+    /// wait.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
 
@@ -120,9 +161,12 @@ async fn finish<T>(tx: sqlx::Transaction<'_, Sqlite>, done: Result<T>) -> Result
 #[async_trait]
 impl BlobIndex for SqliteStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let linked = Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await;
-        finish(tx, linked.map_err(Into::into)).await
+        retry(self.retries, || async {
+            let mut tx = self.begin_write().await?;
+            let linked = Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await;
+            finish(tx, linked.map_err(Into::into)).await
+        })
+        .await
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
@@ -134,7 +178,10 @@ impl BlobIndex for SqliteStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(Sql::unlink_blob(&self.writer, repo, digest).await?)
+        retry(self.retries, || async {
+            Ok(Sql::unlink_blob(&self.writer, repo, digest).await?)
+        })
+        .await
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
@@ -267,21 +314,25 @@ impl ManifestIndex for SqliteStore {
         let writer = self.writer.clone();
         let values = put_manifest_values(repo, m, references, tags);
         let body = m.body.clone();
+        let retries = self.retries;
         tokio::spawn(async move {
-            let mut conn = writer.acquire().await?;
-            let done = sqlx::query(&PUT_MANIFEST_TX_SQL)
-                .bind(values)
-                .bind(body.as_ref())
-                .execute(&mut *conn)
-                .await;
-            if let Err(e) = done {
-                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                    // "no transaction is active" when the failure ended it already.
-                    tracing::debug!(error = %rollback, "rollback after a failed manifest push");
+            retry(retries, || async {
+                let mut conn = writer.acquire().await?;
+                let done = sqlx::query(&PUT_MANIFEST_TX_SQL)
+                    .bind(values.as_str())
+                    .bind(body.as_ref())
+                    .execute(&mut *conn)
+                    .await;
+                if let Err(e) = done {
+                    if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        // "no transaction is active" when the failure ended it already.
+                        tracing::debug!(error = %rollback, "rollback after a failed manifest push");
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
-            }
-            Ok(())
+                Ok(())
+            })
+            .await
         })
         .await
         .map_err(|e| MetadataError::Database(format!("manifest push task failed: {e}")))?
@@ -304,11 +355,17 @@ impl ManifestIndex for SqliteStore {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Ok(Sql::delete_manifest(&self.writer, repo, digest).await?)
+        retry(self.retries, || async {
+            Ok(Sql::delete_manifest(&self.writer, repo, digest).await?)
+        })
+        .await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        Ok(Sql::delete_tag(&self.writer, repo, tag).await?)
+        retry(self.retries, || async {
+            Ok(Sql::delete_tag(&self.writer, repo, tag).await?)
+        })
+        .await
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
@@ -360,18 +417,21 @@ impl PackIndex for SqliteStore {
         p: &PackVersionRecord,
         create_only: bool,
     ) -> Result<()> {
-        // One writer connection: the checks below and the writes cannot interleave
-        // with another publish.
-        let mut tx = self.writer.begin().await?;
-        let put = async {
-            if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
-                return Err(MetadataError::Conflict);
+        // One writer, holding the write lock from the start: the checks below and the
+        // writes cannot interleave with another publish, in this process or another.
+        retry(self.retries, || async {
+            let mut tx = self.begin_write().await?;
+            let put = async {
+                if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
+                    return Err(MetadataError::Conflict);
+                }
+                put_manifest_in(&mut tx, repo, m, references, tags).await?;
+                Ok(Sql::put_pack_version(&mut *tx, p).await?)
             }
-            put_manifest_in(&mut tx, repo, m, references, tags).await?;
-            Ok(Sql::put_pack_version(&mut *tx, p).await?)
-        }
-        .await;
-        finish(tx, put).await
+            .await;
+            finish(tx, put).await
+        })
+        .await
     }
 
     async fn list_packs(
@@ -453,7 +513,10 @@ impl PackIndex for SqliteStore {
     }
 
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
-        Ok(Sql::delete_pack_version(&self.writer, pack_id, version).await?)
+        retry(self.retries, || async {
+            Ok(Sql::delete_pack_version(&self.writer, pack_id, version).await?)
+        })
+        .await
     }
 }
 
@@ -462,7 +525,10 @@ impl PackIndex for SqliteStore {
 #[async_trait]
 impl UploadIndex for SqliteStore {
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        Ok(Sql::create_upload(&self.writer, u).await?)
+        retry(self.retries, || async {
+            Ok(Sql::create_upload(&self.writer, u).await?)
+        })
+        .await
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
@@ -470,7 +536,11 @@ impl UploadIndex for SqliteStore {
     }
 
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
-        if Sql::update_upload(&self.writer, u, expected_offset).await? {
+        let updated = retry(self.retries, || async {
+            Ok(Sql::update_upload(&self.writer, u, expected_offset).await?)
+        })
+        .await?;
+        if updated {
             Ok(())
         } else {
             Err(MetadataError::Conflict)
@@ -478,7 +548,10 @@ impl UploadIndex for SqliteStore {
     }
 
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
-        Ok(Sql::delete_upload(&self.writer, id).await?)
+        retry(self.retries, || async {
+            Ok(Sql::delete_upload(&self.writer, id).await?)
+        })
+        .await
     }
 
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
