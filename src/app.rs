@@ -78,6 +78,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         max_manifest_bytes: config.limits.max_manifest_bytes,
         max_blob_bytes: config.limits.max_blob_bytes,
         max_page: config.limits.max_page_size,
+        max_upload_sessions: config.uploads.max_sessions,
+        max_upload_sessions_per_repository: config.uploads.max_sessions_per_repository,
         ..Limits::default()
     };
     Ok(AppState {

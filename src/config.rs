@@ -274,6 +274,13 @@ pub struct UploadsConfig {
     pub expire_after_secs: u64,
     /// How often each replica sweeps for abandoned uploads; 0 disables the sweep.
     pub sweep_interval_secs: u64,
+    /// Most upload sessions open at once in the whole registry; a new one beyond it
+    /// is answered 429 `TOOMANYREQUESTS` with `Retry-After`. 0: no cap. Sessions
+    /// opened at the same moment may pass it by a few.
+    pub max_sessions: u64,
+    /// Most upload sessions open at once in one repository, answered the same way;
+    /// 0: no cap.
+    pub max_sessions_per_repository: u64,
 }
 
 impl Default for UploadsConfig {
@@ -281,6 +288,8 @@ impl Default for UploadsConfig {
         UploadsConfig {
             expire_after_secs: 24 * 3600,
             sweep_interval_secs: 15 * 60,
+            max_sessions: 100_000,
+            max_sessions_per_repository: 1_000,
         }
     }
 }
@@ -514,6 +523,28 @@ mod tests {
             assert_eq!(c.limits.max_page_size, 70);
             assert_eq!(c.storage.backend, StorageBackend::Memory);
             assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
+            Ok(())
+        });
+    }
+
+    /// The caps on open upload sessions default to 100,000 and 1,000, and the example
+    /// file, which documents every key, loads with them.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature
+    fn upload_session_caps() {
+        let d = UploadsConfig::default();
+        assert_eq!(
+            (d.max_sessions, d.max_sessions_per_repository),
+            (100_000, 1_000)
+        );
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/registry.toml");
+        let c = Config::load(Some(Path::new(example))).expect("the example loads");
+        assert_eq!(c.uploads.max_sessions, 100_000);
+        assert_eq!(c.uploads.max_sessions_per_repository, 1_000);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PACKS__UPLOADS__MAX_SESSIONS_PER_REPOSITORY", "0");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.uploads.max_sessions_per_repository, 0);
             Ok(())
         });
     }

@@ -59,6 +59,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "tag moves drop pack rows",
         include_str!("../../migrations/sqlite/0004_tag_moves_drop_pack_rows.sql"),
     ),
+    (
+        5,
+        "uploads by repo",
+        include_str!("../../migrations/sqlite/0005_uploads_by_repo.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations, `migrations/postgres`.
@@ -82,6 +87,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "tag moves drop pack rows",
         include_str!("../../migrations/postgres/0004_tag_moves_drop_pack_rows.sql"),
+    ),
+    (
+        5,
+        "uploads by repo",
+        include_str!("../../migrations/postgres/0005_uploads_by_repo.sql"),
     ),
 ];
 

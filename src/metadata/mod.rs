@@ -42,6 +42,9 @@ pub enum MetadataError {
     /// busy timeout (SQLite). Worth retrying a moment later.
     #[error("database busy: {0}")]
     Busy(String),
+    /// A new upload session was refused: this cap on open sessions is reached.
+    #[error("too many upload sessions open ({0:?})")]
+    CapReached(SessionCap),
     /// A stored value could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -158,6 +161,24 @@ pub struct UploadRecord {
     pub updated_at: i64,
 }
 
+/// Caps on the upload sessions open at once; 0 is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCaps {
+    /// Sessions open in the whole registry.
+    pub total: u64,
+    /// Sessions open in one repository.
+    pub per_repository: u64,
+}
+
+/// Which of the [`SessionCaps`] refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCap {
+    /// [`SessionCaps::total`].
+    Total,
+    /// [`SessionCaps::per_repository`].
+    PerRepository,
+}
+
 /// One page of a listing, plus whether more follows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -248,8 +269,13 @@ pub trait ManifestIndex: Send + Sync {
 /// Upload sessions.
 #[async_trait]
 pub trait UploadIndex: Send + Sync {
-    /// Records a new session.
-    async fn create_upload(&self, upload: &UploadRecord) -> Result<()>;
+    /// Records a new session, unless one of `caps` is reached: then nothing is stored
+    /// and the answer is [`MetadataError::CapReached`] naming it (the per-repository
+    /// cap when both are). Counting walks an index for at most as many entries as
+    /// the cap, in the insert's own statement; it is not serialized with other
+    /// creations, so sessions created at the same moment may each find room and
+    /// pass a cap by up to their number.
+    async fn create_upload(&self, upload: &UploadRecord, caps: SessionCaps) -> Result<()>;
 
     /// A session by id, if it belongs to `repo`.
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>>;

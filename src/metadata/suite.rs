@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ManifestRecord, MetadataError, MetadataStore, PackFilter, PackVersionRecord, Page,
-    ReferenceKind, Referrer, UploadRecord,
+    ReferenceKind, Referrer, SessionCap, SessionCaps, UploadRecord,
 };
 use crate::digest::{Algorithm, Digest};
 use crate::names::{RepoName, Tag};
@@ -99,6 +99,12 @@ fn as_referrer(m: &ManifestRecord) -> Referrer {
         annotations: m.annotations.clone(),
     }
 }
+
+/// No cap on open upload sessions.
+const NO_CAPS: SessionCaps = SessionCaps {
+    total: 0,
+    per_repository: 0,
+};
 
 fn upload(repo_name: &str) -> UploadRecord {
     UploadRecord {
@@ -803,7 +809,7 @@ pub(crate) async fn upload_sessions(s: &dyn MetadataStore) {
     let u = upload("packs/uploading");
     let r = u.repo.clone();
     assert_eq!(s.get_upload(&r, u.id).await.unwrap(), None);
-    s.create_upload(&u).await.unwrap();
+    s.create_upload(&u, NO_CAPS).await.unwrap();
     assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u.clone()));
     assert_eq!(
         s.get_upload(&repo("packs/other"), u.id).await.unwrap(),
@@ -830,7 +836,7 @@ pub(crate) async fn upload_sessions(s: &dyn MetadataStore) {
 
     // Sessions are independent.
     let v = upload("packs/uploading");
-    s.create_upload(&v).await.unwrap();
+    s.create_upload(&v, NO_CAPS).await.unwrap();
     assert_eq!(s.get_upload(&r, v.id).await.unwrap(), Some(v.clone()));
     assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u2.clone()));
 
@@ -845,11 +851,74 @@ pub(crate) async fn upload_sessions(s: &dyn MetadataStore) {
     assert_eq!(s.get_upload(&r, v.id).await.unwrap(), Some(v));
 }
 
+/// A session is refused, storing nothing, when its repository or the whole registry
+/// holds as many open sessions as its cap; the per-repository cap is named when both
+/// are reached; room made by a deleted session is used again; 0 is no cap.
+pub(crate) async fn upload_session_caps(s: &dyn MetadataStore) {
+    let caps = SessionCaps {
+        total: 5,
+        per_repository: 3,
+    };
+    let mut in_a = Vec::new();
+    for _ in 0..3 {
+        let u = upload("capped/a");
+        s.create_upload(&u, caps).await.unwrap();
+        in_a.push(u);
+    }
+    let refused = upload("capped/a");
+    let e = s.create_upload(&refused, caps).await.unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::PerRepository)),
+        "{e:?}"
+    );
+    assert_eq!(s.get_upload(&refused.repo, refused.id).await.unwrap(), None);
+    for _ in 0..2 {
+        s.create_upload(&upload("capped/b"), caps).await.unwrap();
+    }
+    let e = s
+        .create_upload(&upload("capped/c"), caps)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::Total)),
+        "{e:?}"
+    );
+    let e = s
+        .create_upload(&upload("capped/a"), caps)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::PerRepository)),
+        "{e:?}"
+    );
+    assert!(s.delete_upload(in_a[0].id).await.unwrap());
+    s.create_upload(&upload("capped/c"), caps).await.unwrap();
+    let only_total = SessionCaps {
+        total: 6,
+        per_repository: 0,
+    };
+    s.create_upload(&upload("capped/a"), only_total)
+        .await
+        .unwrap();
+    let e = s
+        .create_upload(&upload("capped/a"), only_total)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::Total)),
+        "{e:?}"
+    );
+    for _ in 0..5 {
+        s.create_upload(&upload("capped/a"), NO_CAPS).await.unwrap();
+    }
+    assert_eq!(s.stale_uploads(i64::MAX, 100).await.unwrap().len(), 11);
+}
+
 /// Of two writers advancing a session from the same offset at once, exactly one wins.
 pub(crate) async fn concurrent_upload_updates(s: &dyn MetadataStore) {
     for round in 0..5 {
         let u = upload("packs/racing");
-        s.create_upload(&u).await.unwrap();
+        s.create_upload(&u, NO_CAPS).await.unwrap();
         let attempts: Vec<UploadRecord> = (0..4)
             .map(|i| advanced(&u, &format!("000000.{round}{i}"), 10 + i))
             .collect();
@@ -1443,7 +1512,8 @@ macro_rules! metadata_suite {
             put_and_get_manifests, put_manifest_is_idempotent_and_moves_tags,
             delete_tag_keeps_manifest, delete_manifest_removes_tags_and_references,
             list_tags_byte_order_and_pages, referrers_by_subject,
-            missing_blobs_and_manifests, upload_sessions, concurrent_upload_updates,
+            missing_blobs_and_manifests, upload_sessions, upload_session_caps,
+            concurrent_upload_updates,
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
             packs_create_only, packs_list_filter_and_search, packs_concurrent_versions,
@@ -1511,7 +1581,9 @@ mod sqlite_file {
                 let linked = s
                     .link_blob(&p.repository, &super::blob(&format!("{who} {i}")), 7)
                     .await;
-                let uploaded = s.create_upload(&super::upload(&format!("{who}/x"))).await;
+                let uploaded = s
+                    .create_upload(&super::upload(&format!("{who}/x")), super::NO_CAPS)
+                    .await;
                 for r in [published, linked, uploaded] {
                     if let Err(e) = r {
                         failures.push(e.to_string());
@@ -1867,7 +1939,10 @@ mod postgres {
             .expect("lock uploads");
 
         let refused = strict
-            .create_upload(&crate::metadata::suite::upload("busy/x"))
+            .create_upload(
+                &crate::metadata::suite::upload("busy/x"),
+                crate::metadata::suite::NO_CAPS,
+            )
             .await;
         assert!(
             matches!(refused, Err(crate::metadata::MetadataError::Busy(_))),
@@ -1877,7 +1952,11 @@ mod postgres {
         let session = crate::metadata::suite::upload("busy/y");
         let task = tokio::spawn({
             let (store, session) = (patient.clone(), session.clone());
-            async move { store.create_upload(&session).await }
+            async move {
+                store
+                    .create_upload(&session, crate::metadata::suite::NO_CAPS)
+                    .await
+            }
         });
         // Hold the lock until one attempt has failed and the next is waiting: two
         // waits for it with different start times.

@@ -181,6 +181,10 @@ pub struct Limits {
     pub max_page: u32,
     /// Page size of referrer listings.
     pub referrers_page: u32,
+    /// Most upload sessions open at once in the registry (0: no cap).
+    pub max_upload_sessions: u64,
+    /// Most upload sessions open at once in one repository (0: no cap).
+    pub max_upload_sessions_per_repository: u64,
 }
 
 impl Default for Limits {
@@ -190,6 +194,8 @@ impl Default for Limits {
             max_blob_bytes: 0,
             max_page: 10_000,
             referrers_page: 500,
+            max_upload_sessions: 100_000,
+            max_upload_sessions_per_repository: 1_000,
         }
     }
 }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{
     ManifestRecord, MetadataError, PackSummaryRecord, PackVersionRecord, Page, Referrer, Result,
-    UploadRecord, split_lines,
+    SessionCap, SessionCaps, UploadRecord, split_lines,
 };
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
@@ -72,6 +72,11 @@ where
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(4).saturating_mul(1 << attempt.saturating_sub(1).min(8));
     base.mul_f64(0.5 + fastrand::f64())
+}
+
+/// A cap as SQL compares it (0: none; caps past `i64::MAX` are as good as none).
+fn cap(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// What a statement changed, as each driver reports it (an inherent method of each
@@ -330,13 +335,20 @@ where
     // -----------------------------------------------------------------------------
     // Upload sessions
 
-    /// Inserts a session.
+    /// Inserts a session unless `caps` are reached; whether it was inserted. Each
+    /// count stops at its cap (`LIMIT`): the whole table's by its smallest index, a
+    /// repository's by `uploads_by_repo`.
     async fn create_upload<'e>(
         e: impl Executor<'e, Database = DB>,
         u: &UploadRecord,
-    ) -> sqlx::Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        caps: SessionCaps,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO uploads ({UPLOAD_COLUMNS})
+             SELECT $1, $2, $3, $4, $5, $6, $7
+             WHERE ($8 = 0 OR (SELECT COUNT(*) FROM (SELECT 1 FROM uploads LIMIT $8) a) < $8)
+               AND ($9 = 0 OR (SELECT COUNT(*) FROM
+                                 (SELECT 1 FROM uploads WHERE repo = $2 LIMIT $9) r) < $9)"
         ))
         .bind(u.id.to_string())
         .bind(u.repo.as_str())
@@ -345,9 +357,35 @@ where
         .bind(rows::parts_json(&u.parts))
         .bind(u.created_at)
         .bind(u.updated_at)
+        .bind(cap(caps.total))
+        .bind(cap(caps.per_repository))
         .execute(e)
         .await?;
-        Ok(())
+        Ok(done.rows() == 1)
+    }
+
+    /// Which of `caps` refused a session in `repo` (see [`Self::create_upload`]): the
+    /// repository's, if it is full, else the total.
+    async fn session_cap_reached<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        caps: SessionCaps,
+    ) -> sqlx::Result<SessionCap> {
+        if caps.per_repository == 0 {
+            return Ok(SessionCap::Total);
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM uploads WHERE repo = $1 LIMIT $2) r",
+        )
+        .bind(repo.as_str())
+        .bind(cap(caps.per_repository))
+        .fetch_one(e)
+        .await?;
+        Ok(if open >= cap(caps.per_repository) {
+            SessionCap::PerRepository
+        } else {
+            SessionCap::Total
+        })
     }
 
     /// A session of `repo` by id.

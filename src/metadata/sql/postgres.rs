@@ -681,14 +681,22 @@ impl PackIndex for PostgresStore {
 
 #[async_trait]
 impl UploadIndex for PostgresStore {
-    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        retry(self.retries, || async {
+    async fn create_upload(&self, u: &UploadRecord, caps: SessionCaps) -> Result<()> {
+        let created = retry(self.retries, || async {
             let mut conn = self.conn().await?;
-            Sql::create_upload(&mut *conn, u)
+            Sql::create_upload(&mut *conn, u, caps)
                 .await
                 .map_err(|e| conn.fail(e))
         })
-        .await
+        .await?;
+        if created {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let cap = Sql::session_cap_reached(&mut *conn, &u.repo, caps)
+            .await
+            .map_err(|e| conn.fail(e))?;
+        Err(MetadataError::CapReached(cap))
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {

@@ -524,11 +524,16 @@ impl PackIndex for SqliteStore {
 // it is saved.
 #[async_trait]
 impl UploadIndex for SqliteStore {
-    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        retry(self.retries, || async {
-            Ok(Sql::create_upload(&self.writer, u).await?)
+    async fn create_upload(&self, u: &UploadRecord, caps: SessionCaps) -> Result<()> {
+        let created = retry(self.retries, || async {
+            Ok(Sql::create_upload(&self.writer, u, caps).await?)
         })
-        .await
+        .await?;
+        if created {
+            return Ok(());
+        }
+        let cap = Sql::session_cap_reached(&self.writer, &u.repo, caps).await?;
+        Err(MetadataError::CapReached(cap))
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
