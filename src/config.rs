@@ -91,7 +91,7 @@ const SECRET_PARAMETER_WORDS: &[&str] = &["pass", "pwd", "secret", "token", "cre
 
 /// A URL with every secret in it replaced by `***`, for logs and `Debug`: the
 /// password of its userinfo, and the value of any query parameter whose name says it
-/// is a secret (see [`SECRET_PARAMETER_WORDS`]). A URL that holds none comes back as
+/// is a secret (see `SECRET_PARAMETER_WORDS`). A URL that holds none comes back as
 /// it is; one that cannot be parsed (nor, then, used: sqlx parses URLs the same way),
 /// or that has an '@' but no `//`, comes back as its scheme alone.
 pub fn redact_url(url: &str) -> String {

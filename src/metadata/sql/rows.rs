@@ -27,7 +27,7 @@ pub(super) const UPLOAD_COLUMNS: &str =
     "id, repo, \"offset\", hash_state, parts, created_at, updated_at";
 
 /// The columns of a pack version, as [`pack_version`] reads them and in the order
-/// [`bind_pack_version`](super::Shared::put_pack_version) binds them.
+/// `Shared::put_pack_version` binds them.
 pub(super) const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, \
     name, description, author, search_text, repository, tag, manifest_digest, content_digest, \
     content_media_type, size, published_at, dependencies, members, metadata";
