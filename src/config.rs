@@ -155,17 +155,53 @@ pub fn default_pool_size() -> u32 {
     u32::try_from(3 * cpus).unwrap_or(u32::MAX).clamp(4, 16)
 }
 
-/// A URL with any password replaced by `***`, for logs and `Debug`.
+/// Words that make a URL query parameter a secret, matched in its lower-cased name:
+/// libpq's `password` and `sslpassword`, and the passwords, secrets and tokens other
+/// drivers name otherwise.
+const SECRET_PARAMETER_WORDS: &[&str] = &["pass", "pwd", "secret", "token", "credential"];
+
+/// A URL with every secret in it replaced by `***`, for logs and `Debug`: the
+/// password of its userinfo, and the value of any query parameter whose name says it
+/// is a secret (see `SECRET_PARAMETER_WORDS`). A URL that holds none comes back as
+/// it is; one that cannot be parsed (nor, then, used: sqlx parses URLs the same way),
+/// or that has an '@' but no `//`, comes back as its scheme alone.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    // Without an authority, an '@' is no userinfo's end to the parser; but it may be
+    // one to whoever wrote the URL without its `//` (`user:password@host`).
+    let parsed = url::Url::parse(url)
+        .ok()
+        .filter(|u| u.has_authority() || !url.contains('@'));
+    let Some(mut parsed) = parsed else {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme).filter(|s| {
+            s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        return format!("{}:<unparsable URL, redacted>", scheme.unwrap_or("?"));
+    };
+    let mut redacted = false;
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have a userinfo, and those have no password.
+        redacted = parsed.set_password(Some("***")).is_ok();
+    }
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        SECRET_PARAMETER_WORDS.iter().any(|w| name.contains(w))
+    };
+    if parsed.query_pairs().any(|(name, _)| secret(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret(&name) { "***".into() } else { value };
+                (name.into_owned(), value.into_owned())
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        redacted = true;
+    }
+    if redacted {
+        parsed.to_string()
+    } else {
+        url.to_owned()
     }
 }
 
@@ -313,6 +349,13 @@ pub struct UploadsConfig {
     pub expire_after_secs: u64,
     /// How often each replica sweeps for abandoned uploads; 0 disables the sweep.
     pub sweep_interval_secs: u64,
+    /// Most upload sessions open at once in the whole registry; a new one beyond it
+    /// is answered 429 `TOOMANYREQUESTS` with `Retry-After`. 0: no cap. Sessions
+    /// opened at the same moment may pass it by a few.
+    pub max_sessions: u64,
+    /// Most upload sessions open at once in one repository, answered the same way;
+    /// 0: no cap.
+    pub max_sessions_per_repository: u64,
 }
 
 impl Default for UploadsConfig {
@@ -320,6 +363,8 @@ impl Default for UploadsConfig {
         UploadsConfig {
             expire_after_secs: 24 * 3600,
             sweep_interval_secs: 15 * 60,
+            max_sessions: 100_000,
+            max_sessions_per_repository: 1_000,
         }
     }
 }
@@ -542,6 +587,41 @@ mod tests {
         assert!(!format!("{c:?}").contains("secret"));
     }
 
+    /// libpq reads passwords from the query too (`password`, `sslpassword`), and
+    /// start-up prints the URL: every password-like parameter is redacted, whatever
+    /// its case, and the other parameters are kept.
+    #[test]
+    fn redacts_password_parameters() {
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=s3cret&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgresql://h/db?sslmode=verify-full&sslpassword=s3cret"),
+            "postgresql://h/db?sslmode=verify-full&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db?user=a%40b&PassWord=s3cret&auth_token=t0k"),
+            "postgres://u:***@h/db?user=a%40b&PassWord=***&auth_token=***"
+        );
+        // A percent-encoded password, and an '@' in the query: neither leaks.
+        let r = redact_url("postgres://u:p%40ss@h/db?application_name=a@b");
+        assert_eq!(r, "postgres://u:***@h/db?application_name=a@b");
+        // Nothing secret: the URL as it was, byte for byte.
+        for plain in [
+            "sqlite::memory:",
+            "sqlite:///var/lib/packs/metadata.db",
+            "sqlite://./data dir/metadata.db?mode=rwc",
+            "postgres://u@h:5432/db?sslmode=disable",
+        ] {
+            assert_eq!(redact_url(plain), plain);
+        }
+        // Unparsable (sqlx could not use it either): the scheme alone.
+        let r = redact_url("postgres://u:s3cret@[::1/db");
+        assert_eq!(r, "postgres:<unparsable URL, redacted>");
+        assert!(!redact_url("u:s3cret@h").contains("s3cret"));
+    }
+
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail closure signature
     fn file_and_environment_layer_over_defaults() {
@@ -557,6 +637,28 @@ mod tests {
             assert_eq!(c.limits.max_page_size, 70);
             assert_eq!(c.storage.backend, StorageBackend::Memory);
             assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
+            Ok(())
+        });
+    }
+
+    /// The caps on open upload sessions default to 100,000 and 1,000, and the example
+    /// file, which documents every key, loads with them.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature
+    fn upload_session_caps() {
+        let d = UploadsConfig::default();
+        assert_eq!(
+            (d.max_sessions, d.max_sessions_per_repository),
+            (100_000, 1_000)
+        );
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/registry.toml");
+        let c = Config::load(Some(Path::new(example))).expect("the example loads");
+        assert_eq!(c.uploads.max_sessions, 100_000);
+        assert_eq!(c.uploads.max_sessions_per_repository, 1_000);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PACKS__UPLOADS__MAX_SESSIONS_PER_REPOSITORY", "0");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.uploads.max_sessions_per_repository, 0);
             Ok(())
         });
     }

@@ -65,6 +65,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         max_blob_bytes: config.limits.max_blob_bytes,
         max_page: config.limits.max_page_size,
         max_tags_per_push: config.limits.max_tags_per_push,
+        max_upload_sessions: config.uploads.max_sessions,
+        max_upload_sessions_per_repository: config.uploads.max_sessions_per_repository,
         ..Limits::default()
     };
     Ok(AppState {

@@ -37,37 +37,92 @@ async fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrat
         .expect("embedded migrations resolve")
 }
 
+/// The SQLite migrations, `migrations/sqlite`.
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "packs",
+        include_str!("../../migrations/sqlite/0002_packs.sql"),
+    ),
+    (
+        3,
+        "prerelease boolean",
+        include_str!("../../migrations/sqlite/0003_prerelease_boolean.sql"),
+    ),
+    (
+        4,
+        "tag moves drop pack rows",
+        include_str!("../../migrations/sqlite/0004_tag_moves_drop_pack_rows.sql"),
+    ),
+    (
+        5,
+        "uploads by repo",
+        include_str!("../../migrations/sqlite/0005_uploads_by_repo.sql"),
+    ),
+];
+
+/// The PostgreSQL migrations, `migrations/postgres`.
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "packs",
+        include_str!("../../migrations/postgres/0002_packs.sql"),
+    ),
+    (
+        3,
+        "index comments",
+        include_str!("../../migrations/postgres/0003_index_comments.sql"),
+    ),
+    (
+        4,
+        "tag moves drop pack rows",
+        include_str!("../../migrations/postgres/0004_tag_moves_drop_pack_rows.sql"),
+    ),
+    (
+        5,
+        "uploads by repo",
+        include_str!("../../migrations/postgres/0005_uploads_by_repo.sql"),
+    ),
+];
+
 /// SQLite migrations (`migrations/sqlite`).
 pub async fn sqlite() -> Migrator {
-    migrator(&[
-        (
-            1,
-            "init",
-            include_str!("../../migrations/sqlite/0001_init.sql"),
-        ),
-        (
-            2,
-            "packs",
-            include_str!("../../migrations/sqlite/0002_packs.sql"),
-        ),
-    ])
-    .await
+    migrator(SQLITE).await
+}
+
+/// The SQLite migrations up to `version` only: a database as an older release left
+/// it, to test the migrations after it.
+#[cfg(test)]
+pub async fn sqlite_up_to(version: i64) -> Migrator {
+    let upto = SQLITE.iter().take_while(|m| m.0 <= version).count();
+    migrator(&SQLITE[..upto]).await
 }
 
 /// PostgreSQL migrations (`migrations/postgres`). `Migrator` takes an advisory lock,
 /// so replicas starting together migrate once.
 pub async fn postgres() -> Migrator {
-    migrator(&[
-        (
-            1,
-            "init",
-            include_str!("../../migrations/postgres/0001_init.sql"),
-        ),
-        (
-            2,
-            "packs",
-            include_str!("../../migrations/postgres/0002_packs.sql"),
-        ),
-    ])
-    .await
+    migrator(POSTGRES).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{POSTGRES, SQLITE};
+
+    /// Both dialects carry the same versions, in order.
+    #[test]
+    fn dialects_carry_the_same_versions() {
+        let versions = |m: &[(i64, &str, &str)]| m.iter().map(|m| m.0).collect::<Vec<_>>();
+        assert_eq!(versions(SQLITE), versions(POSTGRES));
+        assert!(versions(SQLITE).is_sorted());
+    }
 }

@@ -2,13 +2,13 @@
 //! upload sessions. Readers trust it: a blob or manifest exists for the API exactly
 //! when its row exists here.
 //!
-//! Owns the [`MetadataStore`] contract and its SQL backends. All SQL lives in
-//! `sqlite.rs` and `postgres.rs`, each with its own `migrations/<dialect>/` folder.
-//! Must not import `oci`, `registry` or `storage`.
+//! Owns the [`MetadataStore`] contract and its SQL backends. All SQL lives in `sql/`:
+//! the statements both dialects share in `sql/mod.rs`, row decoding in `sql/rows.rs`,
+//! what only one dialect speaks in `sql/sqlite.rs` and `sql/postgres.rs`, each with its
+//! own `migrations/<dialect>/` folder. Must not import `oci`, `registry` or `storage`.
 
 mod migrations;
-mod postgres;
-mod sqlite;
+mod sql;
 #[cfg(test)]
 pub(crate) mod suite;
 
@@ -22,8 +22,7 @@ use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
 use crate::storage::PartInfo;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sql::{PostgresStore, SqliteStore};
 
 /// Errors of the metadata layer.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +36,15 @@ pub enum MetadataError {
     /// The database could not be reached.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database turned the work away for now, and it was tried again a few
+    /// times first: a deadlock, a serialization failure or a lock not available in
+    /// time (PostgreSQL), or the database file locked by another connection past the
+    /// busy timeout (SQLite). Worth retrying a moment later.
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// A new upload session was refused: this cap on open sessions is reached.
+    #[error("too many upload sessions open ({0:?})")]
+    CapReached(SessionCap),
     /// A stored value could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -55,6 +63,12 @@ impl From<sqlx::Error> for MetadataError {
             sqlx::Error::Tls(_) => MetadataError::Unavailable(e.to_string()),
             sqlx::Error::Database(ref d) if server_went_away(d.as_ref()) => {
                 MetadataError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(ref d) if sql::busy(d.as_ref()) => {
+                MetadataError::Busy(e.to_string())
+            }
+            sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
+                MetadataError::Corrupt(e.to_string())
             }
             other => MetadataError::Database(other.to_string()),
         }
@@ -145,6 +159,24 @@ pub struct UploadRecord {
     pub created_at: i64,
     /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
+}
+
+/// Caps on the upload sessions open at once; 0 is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCaps {
+    /// Sessions open in the whole registry.
+    pub total: u64,
+    /// Sessions open in one repository.
+    pub per_repository: u64,
+}
+
+/// Which of the [`SessionCaps`] refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCap {
+    /// [`SessionCaps::total`].
+    Total,
+    /// [`SessionCaps::per_repository`].
+    PerRepository,
 }
 
 /// One page of a listing, plus whether more follows.
@@ -244,8 +276,13 @@ pub trait ManifestIndex: Send + Sync {
 /// Upload sessions.
 #[async_trait]
 pub trait UploadIndex: Send + Sync {
-    /// Records a new session.
-    async fn create_upload(&self, upload: &UploadRecord) -> Result<()>;
+    /// Records a new session, unless one of `caps` is reached: then nothing is stored
+    /// and the answer is [`MetadataError::CapReached`] naming it (the per-repository
+    /// cap when both are). Counting walks an index for at most as many entries as
+    /// the cap, in the insert's own statement; it is not serialized with other
+    /// creations, so sessions created at the same moment may each find room and
+    /// pass a cap by up to their number.
+    async fn create_upload(&self, upload: &UploadRecord, caps: SessionCaps) -> Result<()>;
 
     /// A session by id, if it belongs to `repo`.
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>>;
@@ -444,8 +481,8 @@ impl Default for PoolOptions {
     }
 }
 
-/// The names of a listing aggregated into one newline-separated value
-/// (`group_concat` on SQLite, `string_agg` on PostgreSQL). Long listings are fetched
+/// The names of a listing aggregated into one newline-separated value (`string_agg`,
+/// which both dialects have). Long listings are fetched
 /// as one row: sqlx's SQLite driver hands every row from its worker thread to the
 /// async task separately, a thread wake-up per row (a 10,000-tag list took ~19 ms end
 /// to end that way, ~5 ms as one row), and on PostgreSQL every row is a message to

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ManifestRecord, MetadataError, MetadataStore, PackFilter, PackVersionRecord, Page,
-    ReferenceKind, Referrer, UploadRecord,
+    ReferenceKind, Referrer, SessionCap, SessionCaps, UploadRecord,
 };
 use crate::digest::{Algorithm, Digest};
 use crate::names::{RepoName, Tag};
@@ -99,6 +99,12 @@ fn as_referrer(m: &ManifestRecord) -> Referrer {
         annotations: m.annotations.clone(),
     }
 }
+
+/// No cap on open upload sessions.
+const NO_CAPS: SessionCaps = SessionCaps {
+    total: 0,
+    per_repository: 0,
+};
 
 fn upload(repo_name: &str) -> UploadRecord {
     UploadRecord {
@@ -810,7 +816,7 @@ pub(crate) async fn upload_sessions(s: &dyn MetadataStore) {
     let u = upload("packs/uploading");
     let r = u.repo.clone();
     assert_eq!(s.get_upload(&r, u.id).await.unwrap(), None);
-    s.create_upload(&u).await.unwrap();
+    s.create_upload(&u, NO_CAPS).await.unwrap();
     assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u.clone()));
     assert_eq!(
         s.get_upload(&repo("packs/other"), u.id).await.unwrap(),
@@ -837,7 +843,7 @@ pub(crate) async fn upload_sessions(s: &dyn MetadataStore) {
 
     // Sessions are independent.
     let v = upload("packs/uploading");
-    s.create_upload(&v).await.unwrap();
+    s.create_upload(&v, NO_CAPS).await.unwrap();
     assert_eq!(s.get_upload(&r, v.id).await.unwrap(), Some(v.clone()));
     assert_eq!(s.get_upload(&r, u.id).await.unwrap(), Some(u2.clone()));
 
@@ -852,11 +858,74 @@ pub(crate) async fn upload_sessions(s: &dyn MetadataStore) {
     assert_eq!(s.get_upload(&r, v.id).await.unwrap(), Some(v));
 }
 
+/// A session is refused, storing nothing, when its repository or the whole registry
+/// holds as many open sessions as its cap; the per-repository cap is named when both
+/// are reached; room made by a deleted session is used again; 0 is no cap.
+pub(crate) async fn upload_session_caps(s: &dyn MetadataStore) {
+    let caps = SessionCaps {
+        total: 5,
+        per_repository: 3,
+    };
+    let mut in_a = Vec::new();
+    for _ in 0..3 {
+        let u = upload("capped/a");
+        s.create_upload(&u, caps).await.unwrap();
+        in_a.push(u);
+    }
+    let refused = upload("capped/a");
+    let e = s.create_upload(&refused, caps).await.unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::PerRepository)),
+        "{e:?}"
+    );
+    assert_eq!(s.get_upload(&refused.repo, refused.id).await.unwrap(), None);
+    for _ in 0..2 {
+        s.create_upload(&upload("capped/b"), caps).await.unwrap();
+    }
+    let e = s
+        .create_upload(&upload("capped/c"), caps)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::Total)),
+        "{e:?}"
+    );
+    let e = s
+        .create_upload(&upload("capped/a"), caps)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::PerRepository)),
+        "{e:?}"
+    );
+    assert!(s.delete_upload(in_a[0].id).await.unwrap());
+    s.create_upload(&upload("capped/c"), caps).await.unwrap();
+    let only_total = SessionCaps {
+        total: 6,
+        per_repository: 0,
+    };
+    s.create_upload(&upload("capped/a"), only_total)
+        .await
+        .unwrap();
+    let e = s
+        .create_upload(&upload("capped/a"), only_total)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, MetadataError::CapReached(SessionCap::Total)),
+        "{e:?}"
+    );
+    for _ in 0..5 {
+        s.create_upload(&upload("capped/a"), NO_CAPS).await.unwrap();
+    }
+    assert_eq!(s.stale_uploads(i64::MAX, 100).await.unwrap().len(), 11);
+}
+
 /// Of two writers advancing a session from the same offset at once, exactly one wins.
 pub(crate) async fn concurrent_upload_updates(s: &dyn MetadataStore) {
     for round in 0..5 {
         let u = upload("packs/racing");
-        s.create_upload(&u).await.unwrap();
+        s.create_upload(&u, NO_CAPS).await.unwrap();
         let attempts: Vec<UploadRecord> = (0..4)
             .map(|i| advanced(&u, &format!("000000.{round}{i}"), 10 + i))
             .collect();
@@ -1297,6 +1366,109 @@ pub(crate) async fn packs_concurrent_versions(s: &dyn MetadataStore) {
     );
 }
 
+/// Pushes of a pack version (through either API) race deletes and moves of its tag,
+/// round after round: every operation succeeds (no deadlock between the pack's
+/// summary lock and the tag's row), and after each round the index agrees with the
+/// tag.
+pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
+    let r = &repo("packs/race");
+    for round in 0..24 {
+        let pushes = (0..6).map(|i| {
+            let m = manifest(&format!("race {round} {i}"));
+            let p = pack_row("race", "1.0.0", &m, "a");
+            async move {
+                s.put_pack_manifest(
+                    r,
+                    &m,
+                    &refs("race"),
+                    std::slice::from_ref(&p.tag),
+                    &p,
+                    false,
+                    &[],
+                )
+                .await
+            }
+        });
+        let creates = (0..2).map(|i| {
+            let m = manifest(&format!("race create {round} {i}"));
+            let p = pack_row("race", "1.0.0", &m, "b");
+            async move {
+                match s
+                    .put_pack_manifest(r, &m, &[], std::slice::from_ref(&p.tag), &p, true, &[])
+                    .await
+                {
+                    Err(MetadataError::Conflict) => Ok(()),
+                    other => other,
+                }
+            }
+        });
+        let deletes = (0..2).map(|_| async { s.delete_tag(r, &tag("1.0.0")).await.map(drop) });
+        let unpublishes =
+            (0..2).map(|_| async { s.delete_pack_version("race", "1.0.0").await.map(drop) });
+        let moves = (0..4).map(|i| {
+            let m = manifest(&format!("race plain {round} {i}"));
+            async move { s.put_manifest(r, &m, &[], &tags(&["1.0.0"])).await }
+        });
+        let results = futures_util::future::join5(
+            futures_util::future::join_all(pushes),
+            futures_util::future::join_all(creates),
+            futures_util::future::join_all(deletes),
+            futures_util::future::join_all(unpublishes),
+            futures_util::future::join_all(moves),
+        )
+        .await;
+        let (a, b, c, d, e) = results;
+        for result in a.into_iter().chain(b).chain(c).chain(d).chain(e) {
+            if let Err(err) = result {
+                panic!("round {round}: {err}");
+            }
+        }
+        let indexed = s.get_pack_version("race", "1.0.0").await.unwrap();
+        let summary = s.get_pack("race").await.unwrap();
+        match indexed {
+            Some(v) => {
+                assert_eq!(by_tag(s, r, "1.0.0").await, Some(v.manifest_digest));
+                assert_eq!(summary.map(|p| p.versions), Some(1));
+            }
+            None => assert_eq!(summary, None),
+        }
+    }
+}
+
+/// Of concurrent create-only publishes of one new version, exactly one succeeds and
+/// the tag names its manifest; the others are refused and store nothing.
+pub(crate) async fn packs_create_only_race(s: &dyn MetadataStore) {
+    let r = repo("packs/first");
+    for round in 0..8 {
+        let version = format!("1.{round}.0");
+        let candidates: Vec<(ManifestRecord, PackVersionRecord)> = (0..6)
+            .map(|i| {
+                let m = manifest(&format!("first {round} {i}"));
+                let p = pack_row("first", &version, &m, "a");
+                (m, p)
+            })
+            .collect();
+        let results = futures_util::future::join_all(candidates.iter().map(|(m, p)| {
+            s.put_pack_manifest(&r, m, &[], std::slice::from_ref(&p.tag), p, true, &[])
+        }))
+        .await;
+        let mut winners = Vec::new();
+        for ((m, _), result) in candidates.iter().zip(results) {
+            match result {
+                Ok(()) => winners.push(m.digest.clone()),
+                Err(MetadataError::Conflict) => {
+                    assert_eq!(s.get_manifest(&r, &m.digest).await.unwrap(), None);
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert_eq!(by_tag(s, &r, &version).await.as_ref(), winners.first());
+        let indexed = s.get_pack_version("first", &version).await.unwrap();
+        assert_eq!(indexed.map(|v| v.manifest_digest).as_ref(), winners.first());
+    }
+}
+
 async fn all_packs(s: &dyn MetadataStore, filter: &PackFilter, n: u32) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     loop {
@@ -1428,23 +1600,28 @@ pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
 /// `Option<(store, guard)>`, `None` to skip) opens, migrated and empty, for each case.
 macro_rules! metadata_suite {
     ($open:path) => {
-        metadata_suite!(@cases $open;
+        // An attribute that does nothing: the cases run unconditionally.
+        metadata_suite!($open, #[cfg_attr(any(), ignore)]);
+    };
+    ($open:path, #[$attr:meta]) => {
+        metadata_suite!(@cases $open; $attr;
             link_and_unlink_blobs, repositories_come_into_being, list_repositories_pages,
             put_and_get_manifests, put_manifest_is_idempotent_and_moves_tags,
             delete_tag_keeps_manifest, delete_manifest_removes_tags_and_references,
             list_tags_byte_order_and_pages, referrers_by_subject,
-            blob_and_manifest_sizes, upload_sessions, concurrent_upload_updates,
+            blob_and_manifest_sizes, upload_sessions, upload_session_caps,
+            concurrent_upload_updates,
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
-            packs_create_only, packs_link_blobs_with_the_manifest, packs_list_filter_and_search, packs_concurrent_versions);
+            packs_create_only, packs_link_blobs_with_the_manifest, packs_list_filter_and_search,
+            packs_concurrent_versions, packs_race_tag_deletes_and_moves, packs_create_only_race);
     };
-    (@cases $open:path; $($case:ident),* $(,)?) => {
+    (@cases $open:path; $attr:meta; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$attr]
             async fn $case() {
-                let Some((store, guard)) = $open().await else {
-                    return;
-                };
+                let (store, guard) = $open().await;
                 $crate::metadata::suite::$case(&store).await;
                 // The store first: its connections, then what it lived in.
                 drop((store, guard));
@@ -1454,30 +1631,159 @@ macro_rules! metadata_suite {
 }
 
 mod sqlite_file {
-    use crate::metadata::{MetadataStore, PoolOptions, SqliteStore};
+    use crate::metadata::{
+        BlobIndex, MetadataStore, PackIndex, PoolOptions, SqliteStore, UploadIndex,
+    };
 
-    async fn open() -> Option<(SqliteStore, tempfile::TempDir)> {
+    async fn open() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/m.db", dir.path().display());
         let store = SqliteStore::connect(&url, &PoolOptions::default())
             .await
             .expect("open sqlite file");
         store.migrate().await.expect("migrate");
-        Some((store, dir))
+        (store, dir)
     }
 
     metadata_suite!(open);
+
+    /// Writers of two stores on one file (a `migrate` or a second `serve` beside this
+    /// one) wait for each other instead of failing: every write transaction takes
+    /// the write lock as it begins (a deferred one that read first could not take
+    /// it once the other store had committed since its read: `SQLITE_BUSY`, at
+    /// once), and a busy timeout covers the waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_on_one_file_from_two_stores_wait_for_each_other() {
+        let (a, dir) = open().await;
+        let url = format!("sqlite://{}/m.db", dir.path().display());
+        let b = SqliteStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("second store");
+        let work = |s: SqliteStore, who: &'static str| async move {
+            let mut failures = Vec::new();
+            for i in 0..40 {
+                let m = super::manifest(&format!("{who} {i}"));
+                let p = super::pack_row(who, &format!("1.{i}.0"), &m, "a");
+                let published = s
+                    .put_pack_manifest(
+                        &p.repository,
+                        &m,
+                        &[],
+                        std::slice::from_ref(&p.tag),
+                        &p,
+                        true,
+                        &[],
+                    )
+                    .await;
+                let linked = s
+                    .link_blob(&p.repository, &super::blob(&format!("{who} {i}")), 7)
+                    .await;
+                let uploaded = s
+                    .create_upload(&super::upload(&format!("{who}/x")), super::NO_CAPS)
+                    .await;
+                for r in [published, linked, uploaded] {
+                    if let Err(e) = r {
+                        failures.push(e.to_string());
+                    }
+                }
+            }
+            failures
+        };
+        let (fa, fb) = tokio::join!(
+            tokio::spawn(work(a.clone(), "left")),
+            tokio::spawn(work(b.clone(), "right"))
+        );
+        let failures: Vec<String> = fa.unwrap().into_iter().chain(fb.unwrap()).collect();
+        assert!(
+            failures.is_empty(),
+            "{} failed: {failures:?}",
+            failures.len()
+        );
+        assert_eq!(a.list_pack_versions("right").await.unwrap().len(), 40);
+        assert_eq!(b.list_pack_versions("left").await.unwrap().len(), 40);
+        drop((a, b, dir));
+    }
+
+    /// Version 3 rebuilds `pack_versions` to make `prerelease` a BOOLEAN: the rows a
+    /// version 2 database holds keep their values, the column refuses anything but 0
+    /// and 1, and the packs triggers, made again with the table, still keep the
+    /// summaries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prerelease_becomes_a_boolean_keeping_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/m.db", dir.path().display());
+        let old = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+            .await
+            .expect("open");
+        crate::metadata::migrations::sqlite_up_to(2)
+            .await
+            .run(&old)
+            .await
+            .expect("migrate to version 2");
+        old.close().await;
+        let store = SqliteStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("open sqlite file");
+        super::publish(&store, "old", "1.0.0").await;
+        super::publish(&store, "old", "2.0.0-rc.1").await;
+
+        store
+            .migrate()
+            .await
+            .expect("migrate to the latest version");
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+        let declared: String = sqlx::query_scalar(
+            "SELECT type FROM pragma_table_info('pack_versions') WHERE name = 'prerelease'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("column type");
+        assert_eq!(declared, "BOOLEAN");
+        let flags: Vec<(String, bool)> = store
+            .list_pack_versions("old")
+            .await
+            .expect("versions")
+            .into_iter()
+            .map(|v| (v.version, v.prerelease))
+            .collect();
+        assert_eq!(
+            flags,
+            [("2.0.0-rc.1".to_owned(), true), ("1.0.0".to_owned(), false)]
+        );
+        let refused = sqlx::query("UPDATE pack_versions SET prerelease = 2")
+            .execute(&pool)
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        pool.close().await;
+
+        assert_eq!(
+            super::latest_of(&store, "old").await.as_deref(),
+            Some("1.0.0")
+        );
+        super::publish(&store, "old", "1.1.0").await;
+        assert_eq!(
+            super::latest_of(&store, "old").await.as_deref(),
+            Some("1.1.0")
+        );
+        assert!(store.delete_pack_version("old", "1.1.0").await.unwrap());
+        assert!(store.delete_pack_version("old", "1.0.0").await.unwrap());
+        assert_eq!(
+            super::latest_of(&store, "old").await.as_deref(),
+            Some("2.0.0-rc.1")
+        );
+        drop(store);
+    }
 }
 
 mod sqlite_memory {
     use crate::metadata::{MetadataStore, PoolOptions, SqliteStore};
 
-    async fn open() -> Option<(SqliteStore, ())> {
+    async fn open() -> (SqliteStore, ()) {
         let store = SqliteStore::connect("sqlite::memory:", &PoolOptions::default())
             .await
             .expect("open sqlite memory");
         store.migrate().await.expect("migrate");
-        Some((store, ()))
+        (store, ())
     }
 
     metadata_suite!(open);
@@ -1486,7 +1792,9 @@ mod sqlite_memory {
 mod postgres {
     use sqlx::{Connection, PgConnection};
 
-    use crate::metadata::{BlobIndex, MetadataStore, PoolOptions, PostgresStore};
+    use crate::metadata::{
+        BlobIndex, MetadataStore, PackIndex, PoolOptions, PostgresStore, UploadIndex,
+    };
 
     const URL_VAR: &str = "PACKS_TEST_POSTGRES_URL";
 
@@ -1553,11 +1861,11 @@ mod postgres {
     }
 
     /// A new empty database, its URL, and the guard dropping it; `None` to skip.
-    async fn create_database() -> Option<(String, TestDatabase)> {
-        let Ok(admin_url) = std::env::var(URL_VAR) else {
-            eprintln!("{URL_VAR} is not set: skipping the PostgreSQL metadata suite");
-            return None;
-        };
+    /// A fresh database. Tests calling this are ignored unless the variable is set
+    /// (`build.rs`): missing here, it means `CI` is set without it, a failure.
+    async fn create_database() -> (String, TestDatabase) {
+        let admin_url = std::env::var(URL_VAR)
+            .unwrap_or_else(|_| panic!("{URL_VAR} must name a PostgreSQL server"));
         let name = format!("packs_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url)
             .await
@@ -1576,27 +1884,35 @@ mod postgres {
         }
         admin.close().await.ok();
         let url = with_database(&admin_url, &name);
-        Some((url, TestDatabase { admin_url, name }))
+        (url, TestDatabase { admin_url, name })
     }
 
-    async fn open() -> Option<(PostgresStore, TestDatabase)> {
-        let (url, guard) = create_database().await?;
+    async fn open() -> (PostgresStore, TestDatabase) {
+        let (url, guard) = create_database().await;
         let store = PostgresStore::connect(&url, &PoolOptions::default())
             .await
             .expect("connect to the test database");
         store.migrate().await.expect("migrate");
-        Some((store, guard))
+        (store, guard)
     }
 
-    metadata_suite!(open);
+    metadata_suite!(
+        open,
+        #[cfg_attr(
+            not(packs_test_postgres),
+            ignore = "needs PostgreSQL: set PACKS_TEST_POSTGRES_URL"
+        )]
+    );
 
     /// A connection the server cuts while it is in steady use (so it is not pinged on
     /// its way out of the pool) fails one request, and is not handed out again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(packs_test_postgres),
+        ignore = "needs PostgreSQL: set PACKS_TEST_POSTGRES_URL"
+    )]
     async fn a_connection_cut_in_use_fails_once_then_is_replaced() {
-        let Some((url, guard)) = create_database().await else {
-            return;
-        };
+        let (url, guard) = create_database().await;
         let options = PoolOptions {
             max_connections: 1,
             ..PoolOptions::default()
@@ -1638,12 +1954,162 @@ mod postgres {
         drop(guard);
     }
 
+    /// Transactions of the store's connections open now (each backend's state is
+    /// set before its answer is sent, so this is exact once a call has returned).
+    async fn open_transactions(guard: &TestDatabase) -> i64 {
+        let mut admin = PgConnection::connect(&guard.admin_url)
+            .await
+            .expect("admin");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+        )
+        .bind(&guard.name)
+        .fetch_one(&mut admin)
+        .await
+        .expect("read pg_stat_activity");
+        admin.close().await.ok();
+        open
+    }
+
+    /// A refused publish (or any transaction that fails) is rolled back before its
+    /// connection goes back to the pool: a rollback left for the connection's next
+    /// use kept the pack's lock held, and every other publish of the pack waited for
+    /// it, for as long as nothing else used that connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(packs_test_postgres),
+        ignore = "needs PostgreSQL: set PACKS_TEST_POSTGRES_URL"
+    )]
+    async fn a_refused_publish_leaves_no_transaction_open() {
+        let (store, guard) = open().await;
+        let first = crate::metadata::suite::publish(&store, "held", "1.0.0").await;
+        let m = crate::metadata::suite::manifest("held again");
+        let again = crate::metadata::suite::pack_row("held", "1.0.0", &m, "b");
+        let refused = store
+            .put_pack_manifest(
+                &first.repository,
+                &m,
+                &[],
+                std::slice::from_ref(&again.tag),
+                &again,
+                true,
+                &[],
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(crate::metadata::MetadataError::Conflict)),
+            "{refused:?}"
+        );
+        assert_eq!(open_transactions(&guard).await, 0);
+        drop(store);
+        drop(guard);
+    }
+
+    /// Pushes of a pack version race deletes and moves of its tag with no retries, so
+    /// that a deadlock (which retries would hide) fails the test: every path takes
+    /// the tag's row before the pack's lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(packs_test_postgres),
+        ignore = "needs PostgreSQL: set PACKS_TEST_POSTGRES_URL"
+    )]
+    async fn pack_pushes_and_tag_changes_take_locks_in_one_order() {
+        let (store, guard) = open().await;
+        let store = store.with_transient_retries(0);
+        crate::metadata::suite::packs_race_tag_deletes_and_moves(&store).await;
+        drop((store, guard));
+    }
+
+    /// A write the database turns away for now (here a lock not granted within
+    /// `lock_timeout`: SQLSTATE 55P03) is tried again and succeeds once the lock is
+    /// free; with no retries it is [`MetadataError::Busy`].
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(packs_test_postgres),
+        ignore = "needs PostgreSQL: set PACKS_TEST_POSTGRES_URL"
+    )]
+    async fn writes_turned_away_for_now_are_retried() {
+        let (url, guard) = create_database().await;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{sep}options=-c%20lock_timeout%3D40ms");
+        let patient = PostgresStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("connect")
+            .with_transient_retries(1000);
+        patient.migrate().await.expect("migrate");
+        let strict = PostgresStore::connect(&url, &PoolOptions::default())
+            .await
+            .expect("connect")
+            .with_transient_retries(0);
+        let db_url = with_database(&guard.admin_url, &guard.name);
+        let mut holder = PgConnection::connect(&db_url).await.expect("connect");
+        let mut watcher = PgConnection::connect(&db_url).await.expect("connect");
+        sqlx::raw_sql("BEGIN; LOCK TABLE uploads IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut holder)
+            .await
+            .expect("lock uploads");
+
+        let refused = strict
+            .create_upload(
+                &crate::metadata::suite::upload("busy/x"),
+                crate::metadata::suite::NO_CAPS,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(crate::metadata::MetadataError::Busy(_))),
+            "{refused:?}"
+        );
+
+        let session = crate::metadata::suite::upload("busy/y");
+        let task = tokio::spawn({
+            let (store, session) = (patient.clone(), session.clone());
+            async move {
+                store
+                    .create_upload(&session, crate::metadata::suite::NO_CAPS)
+                    .await
+            }
+        });
+        // Hold the lock until one attempt has failed and the next is waiting: two
+        // waits for it with different start times.
+        let mut attempts = std::collections::HashSet::new();
+        while attempts.len() < 2 && !task.is_finished() {
+            let waiting: Vec<String> = sqlx::query_scalar(
+                "SELECT query_start::text FROM pg_stat_activity
+                 WHERE datname = $1 AND wait_event_type = 'Lock'
+                   AND query LIKE 'INSERT INTO uploads%'",
+            )
+            .bind(&guard.name)
+            .fetch_all(&mut watcher)
+            .await
+            .expect("read pg_stat_activity");
+            attempts.extend(waiting);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut holder)
+            .await
+            .expect("unlock");
+        task.await.expect("task").expect("created after a retry");
+        assert!(attempts.len() >= 2, "{attempts:?}");
+        assert!(
+            patient
+                .get_upload(&session.repo, session.id)
+                .await
+                .expect("read")
+                .is_some()
+        );
+        drop((holder, watcher, patient, strict, guard));
+    }
+
     /// Replicas starting together on a fresh database migrate it once, all succeeding.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(packs_test_postgres),
+        ignore = "needs PostgreSQL: set PACKS_TEST_POSTGRES_URL"
+    )]
     async fn replicas_migrate_together() {
-        let Some((url, guard)) = create_database().await else {
-            return;
-        };
+        let (url, guard) = create_database().await;
         let mut replicas = Vec::new();
         for _ in 0..4 {
             replicas.push(

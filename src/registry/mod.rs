@@ -95,6 +95,23 @@ pub enum Error {
     /// A dependency (database, object store) is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// The database turned the work away for now (lock conflicts that outlasted the
+    /// metadata layer's retries); the same request may succeed a moment later.
+    #[error("busy: {detail}")]
+    Busy {
+        /// What the database said (for the log, not the client).
+        detail: String,
+        /// Seconds the client should wait before trying again.
+        retry_after_secs: u64,
+    },
+    /// A cap on something clients open (upload sessions) is reached; retry later.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What is at its cap, for the client.
+        message: String,
+        /// Seconds the client should wait before trying again.
+        retry_after_secs: u64,
+    },
     /// The request body could not be read to the end.
     #[error("request body: {0}")]
     Body(String),
@@ -133,6 +150,12 @@ impl From<MetadataError> for Error {
     fn from(e: MetadataError) -> Self {
         match e {
             MetadataError::Unavailable(m) => Error::Unavailable(format!("database: {m}")),
+            // The metadata layer already retried; a second is plenty for the locks
+            // involved (held for one transaction each) to be gone.
+            MetadataError::Busy(m) => Error::Busy {
+                detail: format!("database: {m}"),
+                retry_after_secs: 1,
+            },
             other => Error::Internal(format!("metadata: {other}")),
         }
     }
@@ -168,6 +191,10 @@ pub struct Limits {
     pub referrers_page: u32,
     /// Most `?tag=` values one manifest push may name.
     pub max_tags_per_push: usize,
+    /// Most upload sessions open at once in the registry (0: no cap).
+    pub max_upload_sessions: u64,
+    /// Most upload sessions open at once in one repository (0: no cap).
+    pub max_upload_sessions_per_repository: u64,
 }
 
 impl Default for Limits {
@@ -178,6 +205,8 @@ impl Default for Limits {
             max_page: 10_000,
             referrers_page: 500,
             max_tags_per_push: 100,
+            max_upload_sessions: 100_000,
+            max_upload_sessions_per_repository: 1_000,
         }
     }
 }

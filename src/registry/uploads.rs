@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Error, Registry, Result};
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::metadata::{MetadataError, UploadRecord, now_millis};
+use crate::metadata::{MetadataError, SessionCap, SessionCaps, UploadRecord, now_millis};
 use crate::names::RepoName;
 use crate::storage::{ByteBudget, ByteStream, PartInfo, StorageError, UploadGuard};
 
@@ -374,7 +374,12 @@ impl Registry {
         }
     }
 
-    /// Opens an upload session hashing with `algorithm`.
+    /// Opens an upload session hashing with `algorithm`, unless the caps on open
+    /// sessions ([`Limits`](super::Limits)) are reached: then
+    /// [`Error::TooManyRequests`]. Sessions opened at the same moment may pass a cap
+    /// by a few (see [`UploadIndex::create_upload`]).
+    ///
+    /// [`UploadIndex::create_upload`]: crate::metadata::UploadIndex::create_upload
     pub async fn start_upload(&self, repo: &RepoName, algorithm: Algorithm) -> Result<UploadState> {
         let now = now_millis();
         let record = UploadRecord {
@@ -386,7 +391,27 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
-        self.meta.create_upload(&record).await?;
+        let caps = SessionCaps {
+            total: self.limits.max_upload_sessions,
+            per_repository: self.limits.max_upload_sessions_per_repository,
+        };
+        match self.meta.create_upload(&record, caps).await {
+            Ok(()) => {}
+            Err(MetadataError::CapReached(cap)) => {
+                let (scope, limit) = match cap {
+                    SessionCap::PerRepository => ("in this repository", caps.per_repository),
+                    SessionCap::Total => ("in the registry", caps.total),
+                };
+                return Err(Error::TooManyRequests {
+                    message: format!(
+                        "too many upload sessions are open {scope} (at most {limit}); \
+                         finish or cancel some, or retry later"
+                    ),
+                    retry_after_secs: SESSION_CAP_RETRY_AFTER_SECS,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(UploadState {
             id: record.id,
             offset: 0,
@@ -583,32 +608,64 @@ pub struct ExpiryReport {
     pub orphans: usize,
 }
 
-/// Most items handled by one sweep; the next sweep takes the rest.
+/// Seconds a client refused a session for a cap is told to wait. Sessions go as
+/// uploads finish (seconds) or expire (`uploads.expire_after_secs`); a client at a
+/// cap is most often one that opens sessions and never finishes them.
+const SESSION_CAP_RETRY_AFTER_SECS: u64 = 30;
+
+/// Most items a sweep looks at in one go; it then yields and takes the next batch.
 const SWEEP_BATCH: u32 = 1000;
 
 impl Registry {
     /// Removes upload sessions untouched for `max_age`, and any stored upload parts
-    /// untouched for as long that no session owns. Safe to run on every replica at
-    /// once: each step is idempotent.
+    /// untouched for as long that no session owns, batch after batch until nothing
+    /// is left that is old enough (yielding to other tasks between batches). Safe to
+    /// run on every replica at once: each step is idempotent. An age further back
+    /// than the clock can go expires nothing.
     pub async fn expire_uploads(&self, max_age: std::time::Duration) -> Result<ExpiryReport> {
         let mut report = ExpiryReport::default();
-        let cutoff = now_millis() - max_age.as_millis() as i64;
-        for id in self.meta.stale_uploads(cutoff, SWEEP_BATCH).await? {
-            // Row first: once it is gone no request can add a part, then the bytes go.
-            if self.meta.delete_upload(id).await? {
-                report.sessions += 1;
+        let cutoff = i64::try_from(max_age.as_millis())
+            .ok()
+            .and_then(|age| now_millis().checked_sub(age));
+        if let Some(cutoff) = cutoff {
+            // Sessions older than the cutoff only go: each batch is the oldest left.
+            loop {
+                let stale = self.meta.stale_uploads(cutoff, SWEEP_BATCH).await?;
+                for &id in &stale {
+                    // Row first: once it is gone no request can add a part, then the
+                    // bytes go.
+                    if self.meta.delete_upload(id).await? {
+                        report.sessions += 1;
+                    }
+                    self.blobs.abort(id).await?;
+                }
+                if stale.len() < SWEEP_BATCH as usize {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-            self.blobs.abort(id).await?;
         }
-        let before = std::time::SystemTime::now() - max_age;
-        for id in self
-            .blobs
-            .stale_uploads(before, SWEEP_BATCH as usize)
-            .await?
-        {
-            if !self.meta.upload_exists(id).await? {
-                self.blobs.abort(id).await?;
-                report.orphans += 1;
+        if let Some(before) = std::time::SystemTime::now().checked_sub(max_age) {
+            // The store lists stale upload areas, orphaned or not: the sweep goes on
+            // while a full batch held orphans to remove (a batch of live sessions'
+            // areas alone would come back the same).
+            loop {
+                let stale = self
+                    .blobs
+                    .stale_uploads(before, SWEEP_BATCH as usize)
+                    .await?;
+                let mut removed = 0;
+                for &id in &stale {
+                    if !self.meta.upload_exists(id).await? {
+                        self.blobs.abort(id).await?;
+                        removed += 1;
+                    }
+                }
+                report.orphans += removed;
+                if stale.len() < SWEEP_BATCH as usize || removed == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
         }
         Ok(report)

@@ -2,7 +2,7 @@
 //! to its HTTP status, and the one conversion from domain errors.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_RANGE, RANGE};
+use actix_web::http::header::{CONTENT_RANGE, RANGE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -77,6 +77,8 @@ pub struct OciError {
     range: Option<String>,
     /// `Content-Range` header to add (for 416 on blob reads).
     content_range: Option<String>,
+    /// `Retry-After` header to add (seconds), for 429 and a busy 503.
+    retry_after: Option<u64>,
 }
 
 impl OciError {
@@ -93,6 +95,7 @@ impl OciError {
             },
             range: None,
             content_range: None,
+            retry_after: None,
         }
     }
 
@@ -197,6 +200,26 @@ impl From<Error> for OciError {
                     "the registry's storage is temporarily unavailable; retry later",
                 )
             }
+            Error::Busy {
+                detail,
+                retry_after_secs,
+            } => {
+                tracing::warn!(error = %detail, "database busy after retries");
+                let mut err = OciError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    C::Unknown,
+                    "the registry is busy; retry later",
+                );
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
+            Error::TooManyRequests {
+                retry_after_secs, ..
+            } => {
+                let mut err = OciError::new(S::TOO_MANY_REQUESTS, C::Toomanyrequests, message);
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 OciError::new(
@@ -227,6 +250,9 @@ impl ResponseError for OciError {
         let mut response = HttpResponse::build(self.status);
         if let Some(r) = &self.range {
             response.insert_header((RANGE, r.as_str()));
+        }
+        if let Some(secs) = self.retry_after {
+            response.insert_header((RETRY_AFTER, secs.to_string()));
         }
         match &self.content_range {
             // A 416 on a blob read carries an empty body (RFC 9110 asks for
@@ -266,5 +292,29 @@ mod tests {
                 serde_json::to_value(spec).unwrap()
             );
         }
+    }
+
+    /// A busy database is a 503 and a session cap a 429 `TOOMANYREQUESTS`, each with
+    /// the `Retry-After` the domain chose.
+    #[test]
+    fn busy_and_too_many_requests_say_when_to_retry() {
+        let busy = OciError::from(Error::Busy {
+            detail: "deadlock detected".into(),
+            retry_after_secs: 1,
+        })
+        .error_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers().get(RETRY_AFTER).unwrap(), "1");
+        let capped = OciError::from(Error::TooManyRequests {
+            message: "too many upload sessions".into(),
+            retry_after_secs: 30,
+        });
+        assert_eq!(
+            capped.envelope.errors[0].code,
+            OciErrorCode::Toomanyrequests
+        );
+        let capped = capped.error_response();
+        assert_eq!(capped.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(capped.headers().get(RETRY_AFTER).unwrap(), "30");
     }
 }

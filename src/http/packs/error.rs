@@ -3,7 +3,7 @@
 //! failures are logged here and answered with a generic message, never a trace.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_RANGE;
+use actix_web::http::header::{CONTENT_RANGE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -76,6 +76,8 @@ pub struct ApiError {
     envelope: ErrorEnvelope,
     /// `Content-Range` for a 416.
     content_range: Option<String>,
+    /// `Retry-After` (seconds) for a 503 that says when.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -89,6 +91,7 @@ impl ApiError {
                 },
             },
             content_range: None,
+            retry_after: None,
         }
     }
 
@@ -133,6 +136,22 @@ impl From<Error> for ApiError {
                     "the registry's storage is temporarily unavailable; retry later",
                 )
             }
+            // `/packs` opens no upload session, the one thing with a cap; were a cap
+            // ever reached here, it passes like a busy database.
+            Error::Busy {
+                detail: _,
+                retry_after_secs,
+            }
+            | Error::TooManyRequests {
+                message: _,
+                retry_after_secs,
+            } => {
+                tracing::warn!(error = %message, "busy after retries");
+                let mut err =
+                    ApiError::new(ErrorCode::Unavailable, "the registry is busy; retry later");
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
             other => {
                 tracing::error!(error = %other, "internal error in /packs");
                 ApiError::new(ErrorCode::Internal, "internal server error")
@@ -161,6 +180,26 @@ impl ResponseError for ApiError {
         if let Some(r) = &self.content_range {
             response.insert_header((CONTENT_RANGE, r.as_str()));
         }
+        if let Some(secs) = self.retry_after {
+            response.insert_header((RETRY_AFTER, secs.to_string()));
+        }
         response.json(&self.envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A busy database is a 503 with the `Retry-After` the domain chose.
+    #[test]
+    fn busy_says_when_to_retry() {
+        let busy = ApiError::from(Error::Busy {
+            detail: "deadlock detected".into(),
+            retry_after_secs: 1,
+        })
+        .error_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers().get(RETRY_AFTER).unwrap(), "1");
     }
 }

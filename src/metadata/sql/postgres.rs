@@ -3,13 +3,28 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use deadpool::managed::{self, Metrics, Object, QueueMode, RecycleResult};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError};
+use sqlx::{Connection, PgConnection, Postgres};
 use uuid::Uuid;
 
-use super::*;
+use super::retry;
+use super::rows::{self, PACK_SUMMARY_COLUMNS};
+use crate::digest::Digest;
+use crate::metadata::*;
+use crate::names::{RepoName, Tag};
+
+/// The statements PostgreSQL shares with SQLite.
+type Sql = super::Shared<Postgres>;
+
+/// Whether `e` is PostgreSQL turning work away for now (see [`MetadataError::Busy`]):
+/// a deadlock (SQLSTATE 40P01), a serialization failure (40001), or a lock not
+/// available (55P03: past `lock_timeout`, or `NOWAIT`).
+pub(super) fn busy(e: &dyn DatabaseError) -> bool {
+    e.try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|e| matches!(e.code(), "40P01" | "40001" | "55P03"))
+}
 
 /// From this page size on, tags are first read in no order (see `list_tags`). For a
 /// long listing PostgreSQL reads the rows in the order they lie in the table (a
@@ -29,6 +44,8 @@ const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Retries of a write the database turned away for now (see `retry`).
+    retries: u32,
 }
 
 /// The connection pool. Not sqlx's own: sqlx (0.8, and 0.9 alike) pings every
@@ -71,8 +88,12 @@ impl managed::Manager for Connector {
 }
 
 /// A connection taken from the pool, that goes back when dropped unless a failure
-/// on it may have left it broken.
-struct Conn(Option<Object<Connector>>);
+/// on it may have left it broken, or it is dropped inside a transaction.
+struct Conn {
+    object: Option<Object<Connector>>,
+    /// Between [`begin`](Self::begin) and [`end`](Self::end).
+    in_transaction: bool,
+}
 
 impl Conn {
     /// The error `e` of a query on this connection; unless it is one the database
@@ -80,7 +101,11 @@ impl Conn {
     /// is dropped instead of going back to the pool.
     fn fail(&mut self, e: sqlx::Error) -> MetadataError {
         let answered = match &e {
-            sqlx::Error::RowNotFound => true,
+            // Answers read to the end, whose values did not decode.
+            sqlx::Error::RowNotFound
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_) => true,
             sqlx::Error::Database(d) => !server_went_away(d.as_ref()),
             _ => false,
         };
@@ -88,6 +113,45 @@ impl Conn {
             self.discard();
         }
         e.into()
+    }
+
+    /// Opens a transaction. Until [`end`](Self::end) has closed it, dropping this
+    /// connection (a request abandoned half-way) closes it instead of handing it back
+    /// to the pool, and the server rolls the transaction back. (sqlx's own
+    /// `Transaction`, dropped, only queues its `ROLLBACK` for the connection's next
+    /// use: a connection back in the pool then held the transaction's locks until
+    /// some later request took it, and a refused publish kept every other publish of
+    /// its pack waiting.)
+    async fn begin(&mut self) -> Result<()> {
+        self.in_transaction = true;
+        sqlx::query("BEGIN")
+            .execute(&mut **self)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// Closes the transaction [`begin`](Self::begin) opened as `done` says: committed
+    /// after success, rolled back after a failure, before the connection can go back
+    /// to the pool. Returns `done`, or the commit's failure.
+    async fn end<T>(&mut self, done: Result<T>) -> Result<T> {
+        if self.object.is_none() {
+            return done;
+        }
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        match sqlx::query(end).execute(&mut **self).await {
+            Ok(_) => self.in_transaction = false,
+            Err(e) => {
+                let e = self.fail(e);
+                // A connection whose transaction could not be closed is not reused.
+                self.discard();
+                if done.is_ok() {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "rollback after a failed transaction");
+            }
+        }
+        done
     }
 
     /// `result` as it is, dropping the connection first if it failed for want of
@@ -103,9 +167,17 @@ impl Conn {
     }
 
     fn discard(&mut self) {
-        if let Some(object) = self.0.take() {
+        if let Some(object) = self.object.take() {
             // Taken out of the pool, then closed by being dropped.
             drop(Object::take(object));
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            self.discard();
         }
     }
 }
@@ -113,7 +185,7 @@ impl Conn {
 impl std::ops::Deref for Conn {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        self.0
+        self.object
             .as_ref()
             .expect("a discarded connection is not used again")
     }
@@ -121,7 +193,7 @@ impl std::ops::Deref for Conn {
 
 impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.0
+        self.object
             .as_mut()
             .expect("a discarded connection is not used again")
     }
@@ -145,13 +217,27 @@ impl PostgresStore {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            retries: super::TRANSIENT_RETRIES,
+        })
+    }
+
+    /// The same store, trying a write the database turned away for now (a deadlock,
+    /// a serialization failure, a lock not available) `retries` more times before it
+    /// reports [`MetadataError::Busy`]; 3 unless set.
+    pub fn with_transient_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// A connection from the pool.
     async fn conn(&self) -> Result<Conn> {
         match self.pool.get().await {
-            Ok(object) => Ok(Conn(Some(object))),
+            Ok(object) => Ok(Conn {
+                object: Some(object),
+                in_transaction: false,
+            }),
             Err(managed::PoolError::Backend(e)) => Err(e.into()),
             Err(e) => Err(MetadataError::Unavailable(format!(
                 "no database connection: {e}"
@@ -181,144 +267,62 @@ impl PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| conn.fail(e))?;
-        rows.into_iter().map(size).collect()
+        Ok(rows
+            .into_iter()
+            .map(|s| s.map(rows::size).transpose())
+            .collect::<sqlx::Result<_>>()?)
     }
-}
-
-fn size(s: Option<i64>) -> Result<Option<u64>> {
-    s.map(|s| u64::try_from(s).map_err(|_| MetadataError::Corrupt(format!("size {s}"))))
-        .transpose()
-}
-
-fn digest(s: String) -> Result<Digest> {
-    Digest::parse(&s).map_err(|e| MetadataError::Corrupt(e.to_string()))
-}
-
-fn manifest_from_row(row: &sqlx::postgres::PgRow) -> Result<ManifestRecord> {
-    Ok(ManifestRecord {
-        digest: digest(row.try_get("digest")?)?,
-        media_type: row.try_get("media_type")?,
-        artifact_type: row.try_get("artifact_type")?,
-        subject: row
-            .try_get::<Option<String>, _>("subject_digest")?
-            .map(digest)
-            .transpose()?,
-        annotations: row.try_get("annotations")?,
-        body: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-const MANIFEST_COLUMNS: &str = "m.digest, m.media_type, m.artifact_type, m.subject_digest, m.annotations, m.body, m.created_at";
-
-fn page<T>(mut items: Vec<T>, n: u32) -> Page<T> {
-    let more = items.len() > n as usize;
-    items.truncate(n as usize);
-    Page { items, more }
-}
-
-/// Links `digest` into `repo` on `conn`, in a transaction of its own.
-async fn link_blob_in(
-    conn: &mut PgConnection,
-    repo: &RepoName,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    let now = now_millis();
-    let mut tx = conn.begin().await?;
-    sqlx::query(
-        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(digest.as_str())
-    .bind(size as i64)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO repository_blobs (repo, digest, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 #[async_trait]
 impl BlobIndex for PostgresStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let linked = link_blob_in(&mut conn, repo, digest, size).await;
-        conn.settle(linked)
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            conn.begin().await?;
+            let linked = Sql::link_blob(&mut conn, repo, digest, size, now_millis()).await;
+            let linked = linked.map_err(|e| conn.fail(e));
+            conn.end(linked).await
+        })
+        .await
     }
 
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let mut conn = self.conn().await?;
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-             WHERE rb.repo = $1 AND rb.digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(size.map(|s| s as u64))
+        Sql::blob_in_repo(&mut *conn, repo, digest)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let mut conn = self.conn().await?;
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
-            .bind(digest.as_str())
-            .fetch_optional(&mut *conn)
+        Sql::blob_size(&mut *conn, digest)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(size.map(|s| s as u64))
+            .map_err(|e| conn.fail(e))
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let done = sqlx::query("DELETE FROM repository_blobs WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::unlink_blob(&mut *conn, repo, digest)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1::int8 FROM repositories WHERE name = $1")
-                .bind(repo.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| conn.fail(e))?;
-        Ok(found.is_some())
+        Sql::repository_exists(&mut *conn, repo)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let mut conn = self.conn().await?;
-        let joined: Option<String> = sqlx::query_scalar(
-            "SELECT string_agg(name, E'\\n') FROM
-               (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) s",
-        )
-        .bind(last.unwrap_or(""))
-        .bind(i64::from(n) + 1)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(page(split_lines(joined), n))
+        Sql::list_repositories(&mut *conn, last, n)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 }
 
@@ -327,9 +331,11 @@ impl BlobIndex for PostgresStore {
 /// two per reference and tag (production manifest PUT ran at 2.5x Distribution).
 /// Foreign keys are checked at the end of the statement, when the repository and
 /// manifest rows inserted by the earlier CTEs exist. References are added only with a
-/// newly inserted manifest; tags are upserted in sorted order, so that pushes sharing
-/// tags cannot deadlock on them, and a tag moved away from a pack's manifest no longer
-/// names that pack version.
+/// newly inserted manifest. Tags are upserted in sorted order, so that pushes sharing
+/// tags cannot deadlock on them; with `$14` (create only), a tag that exists is
+/// locked but left as it is, and the statement's answer, the number of tags written,
+/// tells the caller. A tag moved away from a pack's manifest no longer names that
+/// pack version: a trigger on `tags` deletes its row (migration 4).
 const PUT_MANIFEST_SQL: &str = "
     WITH repo AS (
         INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
@@ -349,19 +355,22 @@ const PUT_MANIFEST_SQL: &str = "
         ORDER BY t.i
         ON CONFLICT (repo, name) DO UPDATE
         SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at
+        WHERE NOT $14::boolean
+        RETURNING 1
     )
-    DELETE FROM pack_versions
-    WHERE repository = $1 AND tag = ANY($13::text[]) AND manifest_digest <> $3";
+    SELECT COUNT(*) FROM tagged";
 
 /// Runs [`PUT_MANIFEST_SQL`] on `conn`: alone it is atomic, and inside a caller's
-/// transaction it is part of that.
+/// transaction it is part of that. With `create_only`, tags that exist already are
+/// left alone; returns whether every tag was written.
 async fn put_manifest_in(
     conn: &mut sqlx::PgConnection,
     repo: &RepoName,
     m: &ManifestRecord,
     references: &[(Digest, ReferenceKind)],
     tags: &[Tag],
-) -> Result<()> {
+    create_only: bool,
+) -> Result<bool> {
     let mut tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     tags.sort_unstable();
     tags.dedup();
@@ -369,7 +378,8 @@ async fn put_manifest_in(
         .iter()
         .map(|(d, k)| (d.as_str(), k.as_str()))
         .unzip();
-    sqlx::query(PUT_MANIFEST_SQL)
+    let wanted = tags.len();
+    let written: i64 = sqlx::query_scalar(PUT_MANIFEST_SQL)
         .bind(repo.as_str())
         .bind(now_millis())
         .bind(m.digest.as_str())
@@ -383,9 +393,10 @@ async fn put_manifest_in(
         .bind(children)
         .bind(kinds)
         .bind(tags)
-        .execute(conn)
+        .bind(create_only)
+        .fetch_one(conn)
         .await?;
-    Ok(())
+    Ok(usize::try_from(written).is_ok_and(|w| w == wanted))
 }
 
 #[async_trait]
@@ -427,9 +438,12 @@ impl ManifestIndex for PostgresStore {
         tags: &[Tag],
     ) -> Result<()> {
         // One statement, atomic by itself: no BEGIN and COMMIT round trips.
-        let mut conn = self.conn().await?;
-        let put = put_manifest_in(&mut conn, repo, m, references, tags).await;
-        conn.settle(put)
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            let put = put_manifest_in(&mut conn, repo, m, references, tags, false).await;
+            conn.settle(put.map(drop))
+        })
+        .await
     }
 
     async fn get_manifest(
@@ -438,15 +452,9 @@ impl ManifestIndex for PostgresStore {
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM manifests m WHERE m.repo = $1 AND m.digest = $2"
-        ))
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(manifest_from_row).transpose()
+        Sql::get_manifest(&mut *conn, repo, digest)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn get_manifest_by_tag(
@@ -455,40 +463,30 @@ impl ManifestIndex for PostgresStore {
         tag: &Tag,
     ) -> Result<Option<ManifestRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {MANIFEST_COLUMNS} FROM tags t
-             JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest
-             WHERE t.repo = $1 AND t.name = $2"
-        ))
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(manifest_from_row).transpose()
+        Sql::get_manifest_by_tag(&mut *conn, repo, tag)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        // Tags and references go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+        // Tags, references and pack rows go with it (ON DELETE CASCADE).
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_manifest(&mut *conn, repo, digest)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_tag(&mut *conn, repo, tag)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
@@ -513,7 +511,7 @@ impl ManifestIndex for PostgresStore {
             // Read in no order (and sorted by split_lines), the names are the page
             // only if they are every tag that remains; else the ordered query reads it.
             if ordered || names.len() <= n as usize {
-                return Ok(page(names, n));
+                return Ok(rows::page(names, n));
             }
             ordered = true;
         }
@@ -528,85 +526,14 @@ impl ManifestIndex for PostgresStore {
         n: u32,
     ) -> Result<Page<Referrer>> {
         let mut conn = self.conn().await?;
-        let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-             WHERE repo = $1 AND subject_digest = $2 AND digest > $3
-               AND ($4::text IS NULL OR artifact_type = $5)
-             ORDER BY digest LIMIT $6",
-        )
-        .bind(repo.as_str())
-        .bind(subject.as_str())
-        .bind(last.unwrap_or(""))
-        .bind(artifact_type)
-        .bind(artifact_type)
-        .bind(i64::from(n) + 1)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        let items = rows
-            .iter()
-            .map(|row| {
-                Ok(Referrer {
-                    digest: digest(row.try_get("digest")?)?,
-                    media_type: row.try_get("media_type")?,
-                    size: row.try_get::<i64, _>("size")? as u64,
-                    artifact_type: row.try_get("artifact_type")?,
-                    annotations: row.try_get("annotations")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, n))
+        Sql::list_referrers(&mut *conn, repo, subject, artifact_type, last, n)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 }
 
 // ---------------------------------------------------------------------------------
 // Packs index
-
-const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, name, description, author, search_text, repository, tag, manifest_digest, content_digest, content_media_type, size, published_at, dependencies, members, metadata";
-
-const PACK_SUMMARY_COLUMNS: &str =
-    "pack_id, type, name, description, author, latest_version, versions, updated_at";
-
-fn corrupt(e: impl std::fmt::Display) -> MetadataError {
-    MetadataError::Corrupt(e.to_string())
-}
-
-fn pack_version_from_row(row: &sqlx::postgres::PgRow) -> Result<PackVersionRecord> {
-    Ok(PackVersionRecord {
-        pack_id: row.try_get("pack_id")?,
-        version: row.try_get("version")?,
-        sort_key: row.try_get("sort_key")?,
-        prerelease: row.try_get("prerelease")?,
-        pack_type: row.try_get("type")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        author: row.try_get("author")?,
-        search_text: row.try_get("search_text")?,
-        repository: RepoName::parse(&row.try_get::<String, _>("repository")?).map_err(corrupt)?,
-        tag: Tag::parse(&row.try_get::<String, _>("tag")?).map_err(corrupt)?,
-        manifest_digest: digest(row.try_get("manifest_digest")?)?,
-        content_digest: digest(row.try_get("content_digest")?)?,
-        content_media_type: row.try_get("content_media_type")?,
-        size: row.try_get::<i64, _>("size")? as u64,
-        published_at: row.try_get("published_at")?,
-        dependencies: row.try_get("dependencies")?,
-        members: row.try_get("members")?,
-        metadata: row.try_get("metadata")?,
-    })
-}
-
-fn pack_summary_from_row(row: &sqlx::postgres::PgRow) -> Result<PackSummaryRecord> {
-    Ok(PackSummaryRecord {
-        pack_id: row.try_get("pack_id")?,
-        pack_type: row.try_get("type")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        author: row.try_get("author")?,
-        latest_version: row.try_get("latest_version")?,
-        versions: row.try_get::<i64, _>("versions")? as u64,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 /// A `LIKE` pattern matching `text` anywhere (`\` is PostgreSQL's default escape).
 fn like_substring(text: &str) -> String {
@@ -622,25 +549,21 @@ fn like_substring(text: &str) -> String {
     out
 }
 
-/// Records blobs and links them into a repository (creating it), as
-/// [`BlobIndex::link_blob`] does for one: `$1` the repository, `$2` now, `$3` and `$4`
-/// the digests and sizes. Foreign keys are checked at the end of the statement.
-const LINK_BLOBS_SQL: &str = "
-    WITH repo AS (
-        INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
-    ), blob AS (
-        INSERT INTO blobs (digest, size, created_at)
-        SELECT l.d, l.s, $2 FROM unnest($3::text[], $4::int8[]) AS l(d, s)
-        ON CONFLICT DO NOTHING
-    )
-    INSERT INTO repository_blobs (repo, digest, created_at)
-    SELECT $1, l.d, $2 FROM unnest($3::text[]) AS l(d)
-    ON CONFLICT DO NOTHING";
-
-/// [`PackIndex::put_pack_manifest`] on `conn`, in a transaction of its own.
+/// [`PackIndex::put_pack_manifest`] on `conn`, inside the caller's transaction.
+///
+/// Locks are taken in one order on every path that reaches the packs trigger: the
+/// tag's row, then the version's `pack_versions` row (deleted by the cascade from
+/// `tags` or the `tags_moved` trigger, or upserted here), then (in the packs trigger)
+/// the pack's advisory lock. A tag delete or move, a manifest delete and this push
+/// all lock the tag first; the packs trigger runs last. (This push once took the advisory lock
+/// first, to hold its create-only check until commit, and deadlocked with a tag
+/// delete holding the tag's row and waiting, through the cascade and trigger, for
+/// that lock.) A create-only push instead claims the version's tag in the manifest
+/// push itself: an existing tag, or one a concurrent push is creating (waited for),
+/// is left alone and the push refused.
 #[allow(clippy::too_many_arguments)]
 async fn put_pack_manifest_in(
-    conn: &mut PgConnection,
+    tx: &mut PgConnection,
     repo: &RepoName,
     m: &ManifestRecord,
     references: &[(Digest, ReferenceKind)],
@@ -649,81 +572,18 @@ async fn put_pack_manifest_in(
     create_only: bool,
     link: &[(Digest, u64)],
 ) -> Result<()> {
-    let mut tx = conn.begin().await?;
-    // Publishes of one pack are serialized (the same lock the packs trigger takes),
-    // so the checks below hold until commit.
-    sqlx::query("SELECT pg_advisory_xact_lock(7243, mod(hashtext($1), 1024))")
-        .bind(&p.pack_id)
-        .execute(&mut *tx)
-        .await?;
-    if create_only {
-        let taken: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
-             UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = $3 AND version = $4",
-        )
-        .bind(p.repository.as_str())
-        .bind(p.tag.as_str())
-        .bind(&p.pack_id)
-        .bind(&p.version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if taken.is_some() {
-            return Err(MetadataError::Conflict);
-        }
+    if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
+        return Err(MetadataError::Conflict);
     }
-    if !link.is_empty() {
-        let digests: Vec<&str> = link.iter().map(|(d, _)| d.as_str()).collect();
-        let sizes = link
-            .iter()
-            .map(|(_, s)| i64::try_from(*s))
-            .collect::<Result<Vec<i64>, _>>()
-            .map_err(|e| MetadataError::Database(format!("blob size: {e}")))?;
-        sqlx::query(LINK_BLOBS_SQL)
-            .bind(repo.as_str())
-            .bind(now_millis())
-            .bind(digests)
-            .bind(sizes)
-            .execute(&mut *tx)
-            .await?;
+    let now = now_millis();
+    for (digest, size) in link {
+        Sql::link_blob(&mut *tx, repo, digest, *size, now).await?;
     }
-    put_manifest_in(&mut tx, repo, m, references, tags).await?;
-    sqlx::query(&format!(
-        "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, $18, $19)
-         ON CONFLICT (pack_id, version) DO UPDATE SET
-            sort_key = excluded.sort_key, prerelease = excluded.prerelease,
-            type = excluded.type, name = excluded.name,
-            description = excluded.description, author = excluded.author,
-            search_text = excluded.search_text, repository = excluded.repository,
-            tag = excluded.tag, manifest_digest = excluded.manifest_digest,
-            content_digest = excluded.content_digest,
-            content_media_type = excluded.content_media_type, size = excluded.size,
-            published_at = excluded.published_at, dependencies = excluded.dependencies,
-            members = excluded.members, metadata = excluded.metadata"
-    ))
-    .bind(&p.pack_id)
-    .bind(&p.version)
-    .bind(&p.sort_key)
-    .bind(p.prerelease)
-    .bind(&p.pack_type)
-    .bind(&p.name)
-    .bind(&p.description)
-    .bind(&p.author)
-    .bind(&p.search_text)
-    .bind(p.repository.as_str())
-    .bind(p.tag.as_str())
-    .bind(p.manifest_digest.as_str())
-    .bind(p.content_digest.as_str())
-    .bind(&p.content_media_type)
-    .bind(p.size as i64)
-    .bind(p.published_at)
-    .bind(&p.dependencies)
-    .bind(&p.members)
-    .bind(&p.metadata)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let claimed = put_manifest_in(tx, repo, m, references, tags, create_only).await?;
+    if !claimed {
+        return Err(MetadataError::Conflict);
+    }
+    Sql::put_pack_version(&mut *tx, p).await?;
     Ok(())
 }
 
@@ -739,10 +599,16 @@ impl PackIndex for PostgresStore {
         create_only: bool,
         link: &[(Digest, u64)],
     ) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let put =
-            put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only, link).await;
-        conn.settle(put)
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            conn.begin().await?;
+            let put =
+                put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only, link)
+                    .await;
+            let put = conn.settle(put);
+            conn.end(put).await
+        })
+        .await
     }
 
     async fn list_packs(
@@ -793,34 +659,23 @@ impl PackIndex for PostgresStore {
             .map_err(|e| conn.fail(e))?;
         let items = rows
             .iter()
-            .map(pack_summary_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, n))
+            .map(rows::pack_summary)
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        Ok(rows::page(items, n))
     }
 
     async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id = $1"
-        ))
-        .bind(pack_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(pack_summary_from_row).transpose()
+        Sql::get_pack(&mut *conn, pack_id)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
         let mut conn = self.conn().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1
-             ORDER BY sort_key DESC, version DESC"
-        ))
-        .bind(pack_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        rows.iter().map(pack_version_from_row).collect()
+        Sql::list_pack_versions(&mut *conn, pack_id)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn get_pack_version(
@@ -829,104 +684,60 @@ impl PackIndex for PostgresStore {
         version: &str,
     ) -> Result<Option<PackVersionRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1 AND version = $2"
-        ))
-        .bind(pack_id)
-        .bind(version)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(pack_version_from_row).transpose()
+        Sql::get_pack_version(&mut *conn, pack_id, version)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
-        let mut conn = self.conn().await?;
         // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
         // by trigger.
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE (repo, name) IN
-                (SELECT repository, tag FROM pack_versions WHERE pack_id = $1 AND version = $2)",
-        )
-        .bind(pack_id)
-        .bind(version)
-        .execute(&mut *conn)
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_pack_version(&mut *conn, pack_id, version)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
         .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
     }
-}
-
-fn upload_from_row(row: &sqlx::postgres::PgRow) -> Result<UploadRecord> {
-    let id: String = row.try_get("id")?;
-    let repo: String = row.try_get("repo")?;
-    let parts: String = row.try_get("parts")?;
-    Ok(UploadRecord {
-        id: Uuid::parse_str(&id).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        repo: RepoName::parse(&repo).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        offset: row.try_get::<i64, _>("offset")? as u64,
-        hash_state: row.try_get("hash_state")?,
-        parts: serde_json::from_str(&parts).map_err(|e| MetadataError::Corrupt(e.to_string()))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn parts_json(parts: &[PartInfo]) -> String {
-    serde_json::to_string(parts).expect("parts serialize")
 }
 
 #[async_trait]
 impl UploadIndex for PostgresStore {
-    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
+    async fn create_upload(&self, u: &UploadRecord, caps: SessionCaps) -> Result<()> {
+        let created = retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::create_upload(&mut *conn, u, caps)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await?;
+        if created {
+            return Ok(());
+        }
         let mut conn = self.conn().await?;
-        sqlx::query(
-            "INSERT INTO uploads (id, repo, \"offset\", hash_state, parts, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(u.id.to_string())
-        .bind(u.repo.as_str())
-        .bind(u.offset as i64)
-        .bind(&u.hash_state)
-        .bind(parts_json(&u.parts))
-        .bind(u.created_at)
-        .bind(u.updated_at)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        Ok(())
+        let cap = Sql::session_cap_reached(&mut *conn, &u.repo, caps)
+            .await
+            .map_err(|e| conn.fail(e))?;
+        Err(MetadataError::CapReached(cap))
     }
 
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
         let mut conn = self.conn().await?;
-        let row = sqlx::query(
-            "SELECT id, repo, \"offset\", hash_state, parts, created_at, updated_at
-             FROM uploads WHERE id = $1 AND repo = $2",
-        )
-        .bind(id.to_string())
-        .bind(repo.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        row.as_ref().map(upload_from_row).transpose()
+        Sql::get_upload(&mut *conn, repo, id)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let done = sqlx::query(
-            "UPDATE uploads SET \"offset\" = $1, hash_state = $2, parts = $3, updated_at = $4
-             WHERE id = $5 AND \"offset\" = $6",
-        )
-        .bind(u.offset as i64)
-        .bind(&u.hash_state)
-        .bind(parts_json(&u.parts))
-        .bind(u.updated_at)
-        .bind(u.id.to_string())
-        .bind(expected_offset as i64)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        if done.rows_affected() == 1 {
+        let updated = retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::update_upload(&mut *conn, u, expected_offset)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await?;
+        if updated {
             Ok(())
         } else {
             Err(MetadataError::Conflict)
@@ -934,38 +745,27 @@ impl UploadIndex for PostgresStore {
     }
 
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
-        let mut conn = self.conn().await?;
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(done.rows_affected() > 0)
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::delete_upload(&mut *conn, id)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
     }
 
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
         let mut conn = self.conn().await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
-        )
-        .bind(updated_before)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| conn.fail(e))?;
-        ids.iter()
-            .map(|id| Uuid::parse_str(id).map_err(|e| MetadataError::Corrupt(e.to_string())))
-            .collect()
+        Sql::stale_uploads(&mut *conn, updated_before, limit)
+            .await
+            .map_err(|e| conn.fail(e))
     }
 
     async fn upload_exists(&self, id: Uuid) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
+        Sql::upload_exists(&mut *conn, id)
             .await
-            .map_err(|e| conn.fail(e))?;
-        Ok(found.is_some())
+            .map_err(|e| conn.fail(e))
     }
 }
 
@@ -973,7 +773,7 @@ impl UploadIndex for PostgresStore {
 impl MetadataStore for PostgresStore {
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.conn().await?;
-        let migrated = super::migrations::postgres()
+        let migrated = crate::metadata::migrations::postgres()
             .await
             .run_direct(&mut *conn)
             .await
@@ -983,8 +783,7 @@ impl MetadataStore for PostgresStore {
 
     async fn ping(&self) -> Result<()> {
         let mut conn = self.conn().await?;
-        sqlx::query("SELECT 1")
-            .execute(&mut *conn)
+        Sql::ping(&mut *conn)
             .await
             .map_err(|e| match conn.fail(e) {
                 unavailable @ MetadataError::Unavailable(_) => unavailable,
@@ -996,7 +795,7 @@ impl MetadataStore for PostgresStore {
 
 #[cfg(test)]
 #[async_trait]
-impl super::suite::Inspect for PostgresStore {
+impl crate::metadata::suite::Inspect for PostgresStore {
     async fn reference_rows(&self, repo: &str) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM manifest_references WHERE repo = $1")
             .bind(repo)

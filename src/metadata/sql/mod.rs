@@ -1,0 +1,605 @@
+//! The SQL backends of the metadata store (sqlx, runtime-checked queries): SQLite,
+//! the embedded default, and PostgreSQL, what production replicas share.
+//!
+//! The statements both dialects run as they are live here, in [`Shared`], written
+//! once with `$n` placeholders (which SQLite reads as PostgreSQL does); `rows.rs`
+//! decodes rows for both. Each dialect file keeps its connections and only the SQL
+//! it alone speaks: the manifest push, the missing-reference checks, tag listing,
+//! pack search and the classification of its errors. Each dialect's schema lives in
+//! `migrations/<dialect>/`.
+
+mod postgres;
+mod rows;
+mod sqlite;
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use sqlx::error::DatabaseError;
+use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::{
+    ManifestRecord, MetadataError, PackSummaryRecord, PackVersionRecord, Page, Referrer, Result,
+    SessionCap, SessionCaps, UploadRecord, split_lines,
+};
+use crate::digest::Digest;
+use crate::names::{RepoName, Tag};
+use rows::{
+    Columns, MANIFEST_COLUMNS, PACK_SUMMARY_COLUMNS, PACK_VERSION_COLUMNS, REFERRER_COLUMNS,
+    UPLOAD_COLUMNS,
+};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Whether the database's error says the work was turned away for now and may
+/// succeed if tried again (see [`MetadataError::Busy`]), in either dialect.
+pub(super) fn busy(e: &dyn DatabaseError) -> bool {
+    postgres::busy(e) || sqlite::busy(e)
+}
+
+/// How many times a write is tried again after [`MetadataError::Busy`], by default.
+const TRANSIENT_RETRIES: u32 = 3;
+
+/// Runs `op` again while it fails with [`MetadataError::Busy`], at most `retries`
+/// more times, then returns its last result. Each pause is about twice the one
+/// before (4, 8, 16 ms, …), scaled by a random factor between 0.5 and 1.5, so
+/// that transactions that collided once (a deadlock's two sides) do not collide
+/// again in step. `op` runs a whole transaction (or one autocommitted statement):
+/// whatever it did before failing has been rolled back.
+async fn retry<T, F, Fut>(retries: u32, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(MetadataError::Busy(why)) if attempt < retries => {
+                attempt += 1;
+                let pause = backoff(attempt);
+                tracing::debug!(attempt, ?pause, error = %why, "database busy; trying again");
+                tokio::time::sleep(pause).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The pause before the `attempt`-th retry (see [`retry`]).
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(4).saturating_mul(1 << attempt.saturating_sub(1).min(8));
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+/// A cap as SQL compares it (0: none; caps past `i64::MAX` are as good as none).
+fn cap(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// What a statement changed, as each driver reports it (an inherent method of each
+/// driver's result type, which no sqlx trait names).
+trait RowsAffected {
+    /// Rows inserted, updated or deleted.
+    fn rows(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// The statements both dialects share, for the database `DB`. Each takes the
+/// executor to run on (a pool, a connection, a transaction), so that the dialect
+/// decides where it runs (SQLite's writer or a reader, a PostgreSQL connection it can
+/// drop if the query broke it), and returns sqlx's error for the dialect to map.
+struct Shared<DB>(PhantomData<DB>);
+
+impl<DB> Shared<DB>
+where
+    DB: Database,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Row: Columns,
+    DB::QueryResult: RowsAffected,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Decode<'q, DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    (Option<String>,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    // -----------------------------------------------------------------------------
+    // Blobs and repositories
+
+    /// Records a blob and links it into `repo`, creating the repository: three
+    /// idempotent inserts, inside the caller's transaction.
+    async fn link_blob(
+        tx: &mut DB::Connection,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        now: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repo, digest, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Size of `digest` if linked into `repo`.
+    async fn blob_in_repo<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> sqlx::Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repo = $1 AND rb.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(e)
+        .await?;
+        size.map(rows::size).transpose()
+    }
+
+    /// Size of `digest` if known anywhere.
+    async fn blob_size<'e>(
+        e: impl Executor<'e, Database = DB>,
+        digest: &Digest,
+    ) -> sqlx::Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest.as_str())
+            .fetch_optional(e)
+            .await?;
+        size.map(rows::size).transpose()
+    }
+
+    /// Removes `digest`'s link from `repo`; whether there was one.
+    async fn unlink_blob<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM repository_blobs WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(e)
+            .await?;
+        Ok(done.rows() > 0)
+    }
+
+    /// Whether `repo` exists.
+    async fn repository_exists<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+    ) -> sqlx::Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .fetch_optional(e)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Repository names after `last`, at most `n`, as one aggregated row (see
+    /// [`split_lines`]).
+    async fn list_repositories<'e>(
+        e: impl Executor<'e, Database = DB>,
+        last: Option<&str>,
+        n: u32,
+    ) -> sqlx::Result<Page<String>> {
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT string_agg(name, $3) FROM
+               (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) s",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(i64::from(n) + 1)
+        .bind("\n")
+        .fetch_one(e)
+        .await?;
+        Ok(rows::page(split_lines(joined), n))
+    }
+
+    // -----------------------------------------------------------------------------
+    // Manifests, tags and referrers
+
+    /// A manifest by digest.
+    async fn get_manifest<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> sqlx::Result<Option<ManifestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLUMNS} FROM manifests m WHERE m.repo = $1 AND m.digest = $2"
+        ))
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(e)
+        .await?;
+        row.as_ref().map(rows::manifest).transpose()
+    }
+
+    /// A manifest by tag.
+    async fn get_manifest_by_tag<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> sqlx::Result<Option<ManifestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MANIFEST_COLUMNS} FROM tags t
+             JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest
+             WHERE t.repo = $1 AND t.name = $2"
+        ))
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(e)
+        .await?;
+        row.as_ref().map(rows::manifest).transpose()
+    }
+
+    /// Deletes a manifest; its tags, references and pack rows go with it (`ON DELETE
+    /// CASCADE`). Whether it existed.
+    async fn delete_manifest<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(e)
+            .await?;
+        Ok(done.rows() > 0)
+    }
+
+    /// Deletes a tag (and the pack row it names, by cascade). Whether it existed.
+    async fn delete_tag<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(e)
+            .await?;
+        Ok(done.rows() > 0)
+    }
+
+    /// Manifests of `repo` whose subject is `subject` (of `artifact_type`, if given),
+    /// by digest after `last`, at most `n`.
+    async fn list_referrers<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        last: Option<&str>,
+        n: u32,
+    ) -> sqlx::Result<Page<Referrer>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REFERRER_COLUMNS} FROM manifests
+             WHERE repo = $1 AND subject_digest = $2 AND digest > $3
+               AND ($4 IS NULL OR artifact_type = $4)
+             ORDER BY digest LIMIT $5"
+        ))
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(artifact_type)
+        .bind(i64::from(n) + 1)
+        .fetch_all(e)
+        .await?;
+        let items = rows
+            .iter()
+            .map(rows::referrer)
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        Ok(rows::page(items, n))
+    }
+
+    // -----------------------------------------------------------------------------
+    // Upload sessions
+
+    /// Inserts a session unless `caps` are reached; whether it was inserted. Each
+    /// count stops at its cap (`LIMIT`): the whole table's by its smallest index, a
+    /// repository's by `uploads_by_repo`.
+    async fn create_upload<'e>(
+        e: impl Executor<'e, Database = DB>,
+        u: &UploadRecord,
+        caps: SessionCaps,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO uploads ({UPLOAD_COLUMNS})
+             SELECT $1, $2, $3, $4, $5, $6, $7
+             WHERE ($8 = 0 OR (SELECT COUNT(*) FROM (SELECT 1 FROM uploads LIMIT $8) a) < $8)
+               AND ($9 = 0 OR (SELECT COUNT(*) FROM
+                                 (SELECT 1 FROM uploads WHERE repo = $2 LIMIT $9) r) < $9)"
+        ))
+        .bind(u.id.to_string())
+        .bind(u.repo.as_str())
+        .bind(u.offset as i64)
+        .bind(u.hash_state.as_slice())
+        .bind(rows::parts_json(&u.parts))
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .bind(cap(caps.total))
+        .bind(cap(caps.per_repository))
+        .execute(e)
+        .await?;
+        Ok(done.rows() == 1)
+    }
+
+    /// Which of `caps` refused a session in `repo` (see [`Self::create_upload`]): the
+    /// repository's, if it is full, else the total.
+    async fn session_cap_reached<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        caps: SessionCaps,
+    ) -> sqlx::Result<SessionCap> {
+        if caps.per_repository == 0 {
+            return Ok(SessionCap::Total);
+        }
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM uploads WHERE repo = $1 LIMIT $2) r",
+        )
+        .bind(repo.as_str())
+        .bind(cap(caps.per_repository))
+        .fetch_one(e)
+        .await?;
+        Ok(if open >= cap(caps.per_repository) {
+            SessionCap::PerRepository
+        } else {
+            SessionCap::Total
+        })
+    }
+
+    /// A session of `repo` by id.
+    async fn get_upload<'e>(
+        e: impl Executor<'e, Database = DB>,
+        repo: &RepoName,
+        id: Uuid,
+    ) -> sqlx::Result<Option<UploadRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1 AND repo = $2"
+        ))
+        .bind(id.to_string())
+        .bind(repo.as_str())
+        .fetch_optional(e)
+        .await?;
+        row.as_ref().map(rows::upload).transpose()
+    }
+
+    /// Saves a session's progress if its offset is still `expected_offset`; whether
+    /// it was.
+    async fn update_upload<'e>(
+        e: impl Executor<'e, Database = DB>,
+        u: &UploadRecord,
+        expected_offset: u64,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE uploads SET \"offset\" = $1, hash_state = $2, parts = $3, updated_at = $4
+             WHERE id = $5 AND \"offset\" = $6",
+        )
+        .bind(u.offset as i64)
+        .bind(u.hash_state.as_slice())
+        .bind(rows::parts_json(&u.parts))
+        .bind(u.updated_at)
+        .bind(u.id.to_string())
+        .bind(expected_offset as i64)
+        .execute(e)
+        .await?;
+        Ok(done.rows() == 1)
+    }
+
+    /// Deletes a session; whether it existed.
+    async fn delete_upload<'e>(
+        e: impl Executor<'e, Database = DB>,
+        id: Uuid,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id.to_string())
+            .execute(e)
+            .await?;
+        Ok(done.rows() > 0)
+    }
+
+    /// Ids of sessions not updated since `updated_before`, oldest first, at most
+    /// `limit` (`uploads_by_updated`).
+    async fn stale_uploads<'e>(
+        e: impl Executor<'e, Database = DB>,
+        updated_before: i64,
+        limit: u32,
+    ) -> sqlx::Result<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM uploads WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(updated_before)
+        .bind(i64::from(limit))
+        .fetch_all(e)
+        .await?;
+        ids.iter().map(|id| rows::upload_id(id)).collect()
+    }
+
+    /// Whether a session with this id exists.
+    async fn upload_exists<'e>(
+        e: impl Executor<'e, Database = DB>,
+        id: Uuid,
+    ) -> sqlx::Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(e)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    // -----------------------------------------------------------------------------
+    // Packs
+
+    /// Whether `p`'s version is indexed already or its tag exists: what a
+    /// create-only publish refuses.
+    async fn pack_version_taken<'e>(
+        e: impl Executor<'e, Database = DB>,
+        p: &PackVersionRecord,
+    ) -> sqlx::Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM tags WHERE repo = $1 AND name = $2
+             UNION ALL SELECT 1 FROM pack_versions WHERE pack_id = $3 AND version = $4",
+        )
+        .bind(p.repository.as_str())
+        .bind(p.tag.as_str())
+        .bind(&p.pack_id)
+        .bind(&p.version)
+        .fetch_optional(e)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Indexes `p`, replacing any row of the same version (the `packs` summary
+    /// follows by trigger).
+    async fn put_pack_version<'e>(
+        e: impl Executor<'e, Database = DB>,
+        p: &PackVersionRecord,
+    ) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO pack_versions ({PACK_VERSION_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, $18, $19)
+             ON CONFLICT (pack_id, version) DO UPDATE SET
+                sort_key = excluded.sort_key, prerelease = excluded.prerelease,
+                type = excluded.type, name = excluded.name,
+                description = excluded.description, author = excluded.author,
+                search_text = excluded.search_text, repository = excluded.repository,
+                tag = excluded.tag, manifest_digest = excluded.manifest_digest,
+                content_digest = excluded.content_digest,
+                content_media_type = excluded.content_media_type, size = excluded.size,
+                published_at = excluded.published_at, dependencies = excluded.dependencies,
+                members = excluded.members, metadata = excluded.metadata"
+        ))
+        .bind(p.pack_id.as_str())
+        .bind(p.version.as_str())
+        .bind(p.sort_key.as_str())
+        .bind(p.prerelease)
+        .bind(p.pack_type.as_str())
+        .bind(p.name.as_str())
+        .bind(p.description.as_str())
+        .bind(p.author.as_str())
+        .bind(p.search_text.as_str())
+        .bind(p.repository.as_str())
+        .bind(p.tag.as_str())
+        .bind(p.manifest_digest.as_str())
+        .bind(p.content_digest.as_str())
+        .bind(p.content_media_type.as_str())
+        .bind(p.size as i64)
+        .bind(p.published_at)
+        .bind(p.dependencies.as_str())
+        .bind(p.members.as_str())
+        .bind(p.metadata.as_str())
+        .execute(e)
+        .await?;
+        Ok(())
+    }
+
+    /// One pack's summary.
+    async fn get_pack<'e>(
+        e: impl Executor<'e, Database = DB>,
+        pack_id: &str,
+    ) -> sqlx::Result<Option<PackSummaryRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PACK_SUMMARY_COLUMNS} FROM packs WHERE pack_id = $1"
+        ))
+        .bind(pack_id)
+        .fetch_optional(e)
+        .await?;
+        row.as_ref().map(rows::pack_summary).transpose()
+    }
+
+    /// Every version of a pack, highest precedence first (`pack_versions_by_precedence`).
+    async fn list_pack_versions<'e>(
+        e: impl Executor<'e, Database = DB>,
+        pack_id: &str,
+    ) -> sqlx::Result<Vec<PackVersionRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1
+             ORDER BY sort_key DESC, version DESC"
+        ))
+        .bind(pack_id)
+        .fetch_all(e)
+        .await?;
+        rows.iter().map(rows::pack_version).collect()
+    }
+
+    /// One version of a pack.
+    async fn get_pack_version<'e>(
+        e: impl Executor<'e, Database = DB>,
+        pack_id: &str,
+        version: &str,
+    ) -> sqlx::Result<Option<PackVersionRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PACK_VERSION_COLUMNS} FROM pack_versions WHERE pack_id = $1 AND version = $2"
+        ))
+        .bind(pack_id)
+        .bind(version)
+        .fetch_optional(e)
+        .await?;
+        row.as_ref().map(rows::pack_version).transpose()
+    }
+
+    /// Deletes a version's tag, and with it (by cascade) its row; whether it was
+    /// indexed.
+    async fn delete_pack_version<'e>(
+        e: impl Executor<'e, Database = DB>,
+        pack_id: &str,
+        version: &str,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE (repo, name) IN
+                (SELECT repository, tag FROM pack_versions WHERE pack_id = $1 AND version = $2)",
+        )
+        .bind(pack_id)
+        .bind(version)
+        .execute(e)
+        .await?;
+        Ok(done.rows() > 0)
+    }
+
+    /// Checks the database answers.
+    async fn ping<'e>(e: impl Executor<'e, Database = DB>) -> sqlx::Result<()> {
+        sqlx::query("SELECT 1").execute(e).await?;
+        Ok(())
+    }
+}
