@@ -11,7 +11,6 @@ use crate::metadata::{self, DynMetadataStore, PoolOptions};
 use crate::ops::{self, Metrics};
 use crate::registry::{Limits, PackSettings, Registry};
 use crate::storage::{DynBlobStore, FsBlobStore, ObjectBlobStore};
-use crate::zerocopy::{SendFile, ZeroCopyListener};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -133,12 +132,17 @@ pub fn spawn_background(state: &AppState) {
     });
 }
 
-/// Serves `state` on `listener` until Ctrl-C or SIGTERM. Its connections can send
-/// blobs from files with `sendfile` (see [`crate::zerocopy`]).
+/// Serves `state` on `listener` until Ctrl-C or SIGTERM. Accepted connections have
+/// `TCP_NODELAY` set, so that a response's last segment is not held back for the
+/// client's delayed ACK.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    let listener = ZeroCopyListener::new(listener, state.metrics.file_bytes_counter());
-    let app = router(state).into_make_service_with_connect_info::<SendFile>();
-    axum::serve(listener, app)
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::trace!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
 }

@@ -3,8 +3,7 @@
 //!
 //! Layers, dependencies pointing one way:
 //! `oci`, `packs` (HTTP) → `registry` (domain) → `storage`, `metadata` (traits and backends).
-//! `ops` serves health and metrics; `app` wires it all once at start-up; `zerocopy`
-//! lets its connections send file ranges with `sendfile`.
+//! `ops` serves health and metrics; `app` wires it all once at start-up.
 
 #![warn(missing_docs)]
 
@@ -18,4 +17,3 @@ pub mod ops;
 pub mod packs;
 pub mod registry;
 pub mod storage;
-pub mod zerocopy;

@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::digest::Algorithm;
 use crate::names::RepoName;
 use crate::registry::Error;
-use crate::storage::{ByteStream, DynFileSink};
+use crate::storage::ByteStream;
 
 fn stream(body: Body) -> ByteStream {
     body.into_data_stream()
@@ -31,26 +31,22 @@ fn blob_location(repo: &RepoName, digest: &crate::digest::Digest) -> String {
     format!("/v2/{repo}/blobs/{digest}")
 }
 
-/// `GET`/`HEAD /v2/<name>/blobs/<digest>`: a `GET` has `Some` body sink (itself
-/// `Some` when the connection can send files; see `crate::zerocopy`).
+/// `GET`/`HEAD /v2/<name>/blobs/<digest>`: a `GET` has a body.
 pub async fn get(
     state: &AppState,
     repo: &RepoName,
     digest: &str,
     headers: &HeaderMap,
-    body_to: Option<Option<DynFileSink>>,
+    with_body: bool,
 ) -> Result<Response, OciError> {
     let digest = params::path_digest(digest)?;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, size, range, body) = if let Some(sink) = body_to {
+    let (status, size, range, body) = if with_body {
         let read = state
             .registry
-            .read_blob(
-                repo,
-                &digest,
-                |size| params::resolve_range(range_header, size).ok(),
-                sink,
-            )
+            .read_blob(repo, &digest, |size| {
+                params::resolve_range(range_header, size).ok()
+            })
             .await?;
         let status = if read.range.is_some() {
             StatusCode::PARTIAL_CONTENT

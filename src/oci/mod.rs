@@ -209,11 +209,8 @@ async fn route(
         (Endpoint::Blob(name, digest), m) => {
             let repo = repo(&name, max_name)?;
             match m {
-                Method::GET => {
-                    let sink = crate::zerocopy::sink_of(&parts.extensions, parts.version);
-                    blobs::get(&state, &repo, &digest, headers, Some(sink)).await
-                }
-                Method::HEAD => blobs::get(&state, &repo, &digest, headers, None).await,
+                Method::GET => blobs::get(&state, &repo, &digest, headers, true).await,
+                Method::HEAD => blobs::get(&state, &repo, &digest, headers, false).await,
                 Method::DELETE => blobs::delete(&state, &repo, &digest).await,
                 _ => Err(unsupported_method()),
             }

@@ -41,7 +41,6 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     bytes_in: Counter,
     bytes_out: Counter,
-    bytes_sent_from_files: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -59,7 +58,6 @@ impl Default for Metrics {
         });
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
-        let bytes_sent_from_files = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -80,28 +78,17 @@ impl Default for Metrics {
             "Response body bytes sent",
             bytes_out.clone(),
         );
-        registry.register(
-            "http_response_file_bytes",
-            "Response body bytes sent from files with sendfile (a part of the body bytes)",
-            bytes_sent_from_files.clone(),
-        );
         Metrics {
             registry,
             requests,
             latency,
             bytes_in,
             bytes_out,
-            bytes_sent_from_files,
         }
     }
 }
 
 impl Metrics {
-    /// The counter of response bytes sent with `sendfile` (see `crate::zerocopy`).
-    pub fn file_bytes_counter(&self) -> Counter {
-        self.bytes_sent_from_files.clone()
-    }
-
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

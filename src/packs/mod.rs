@@ -26,7 +26,7 @@ use crate::app::{AppState, RouteLabel};
 use crate::metadata::PackFilter;
 use crate::registry::PackType;
 use crate::registry::packs::PackContent;
-use crate::storage::{ByteStream, DynFileSink};
+use crate::storage::ByteStream;
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorEnvelope};
 use types::*;
 
@@ -274,31 +274,23 @@ fn base64(bytes: &[u8]) -> String {
 async fn content(
     State(state): State<AppState>,
     path: Result<Segments, ApiError>,
-    crate::zerocopy::Sink(sink): crate::zerocopy::Sink,
     headers: HeaderMap,
 ) -> Response {
-    respond(
-        "packs_content",
-        content_inner(&state, path, &headers, sink).await,
-    )
+    respond("packs_content", content_inner(&state, path, &headers).await)
 }
 
 async fn content_inner(
     state: &AppState,
     path: Result<Segments, ApiError>,
     headers: &HeaderMap,
-    sink: Option<DynFileSink>,
 ) -> Result<Response, ApiError> {
     let path = path?;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (version, read) = state
         .registry
-        .read_pack_content(
-            path.get(0),
-            path.get(1),
-            |size| crate::oci::params::resolve_range(range_header, size).ok(),
-            sink,
-        )
+        .read_pack_content(path.get(0), path.get(1), |size| {
+            crate::oci::params::resolve_range(range_header, size).ok()
+        })
         .await?;
     let status = if read.range.is_some() {
         StatusCode::PARTIAL_CONTENT

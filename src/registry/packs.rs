@@ -24,7 +24,7 @@ use super::{BlobRead, Error, Registry, Result};
 use crate::digest::{Algorithm, Digest};
 use crate::metadata::{PackFilter, PackSummaryRecord, PackVersionRecord, Page, now_millis};
 use crate::names::{Reference, RepoName, Tag};
-use crate::storage::{ByteStream, DynFileSink};
+use crate::storage::ByteStream;
 
 /// Media type of the config blob: the pack manifest JSON.
 pub const PACK_CONFIG: &str = "application/vnd.stellaops.pack.config.v1+json";
@@ -679,7 +679,7 @@ impl Registry {
 
     async fn read_small_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<u8>> {
         use futures_util::StreamExt;
-        let read = self.read_blob(repo, digest, |_| Some(None), None).await?;
+        let read = self.read_blob(repo, digest, |_| Some(None)).await?;
         let mut out = Vec::new();
         if let Some(mut body) = read.body {
             while let Some(chunk) = body.next().await {
@@ -1142,11 +1142,10 @@ impl Registry {
         pack_id: &str,
         spec: &str,
         resolve: impl FnOnce(u64) -> Option<Option<Range<u64>>>,
-        sink: Option<DynFileSink>,
     ) -> Result<(PackVersionRecord, BlobRead)> {
         let version = self.resolve_pack_version(pack_id, spec).await?;
         let read = self
-            .read_blob(&version.repository, &version.content_digest, resolve, sink)
+            .read_blob(&version.repository, &version.content_digest, resolve)
             .await
             .map_err(|e| match e {
                 Error::BlobUnknown => Error::Internal(format!(

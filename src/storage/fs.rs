@@ -17,10 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use uuid::Uuid;
 
-use super::{
-    BlobStore, ByteBudget, ByteStream, DynFileSink, PartInfo, SEND_FILE_MAX, StorageError,
-    StorageKey, UploadGuard,
-};
+use super::{BlobStore, ByteBudget, ByteStream, PartInfo, StorageError, StorageKey, UploadGuard};
 use crate::digest::Digest;
 
 /// How the parts in an upload's data file were made to last, from when the file was
@@ -81,7 +78,6 @@ const READS_IN_FLIGHT: usize = 4;
 /// Size of one read when streaming a blob out (READS_IN_FLIGHT at a time).
 /// (256 KiB reads held 1 GiB downloads to ~1.5 GB/s, 2 MiB reads reach loopback speed.)
 const READ_CHUNK: usize = 2 * 1024 * 1024;
-const _: () = assert!(READ_CHUNK <= SEND_FILE_MAX, "a sink takes a whole chunk");
 
 /// Name of an upload's data file in its directory.
 const DATA_FILE: &str = "data";
@@ -124,12 +120,11 @@ impl FsBlobStore {
         })
     }
 
-    /// A blob, whole or `range` of it, with cached chunks handed to `sink` if any.
+    /// A blob, whole or `range` of it.
     async fn open_range(
         &self,
         digest: &Digest,
         range: Option<Range<u64>>,
-        sink: Option<DynFileSink>,
     ) -> Result<ByteStream, StorageError> {
         let path = self.path(&StorageKey::Blob(digest.clone()));
         // A hop to a blocking thread and back costs two thread wake-ups, 0.1-0.3 ms
@@ -151,7 +146,7 @@ impl FsBlobStore {
             }
             Some(_) => return Err(StorageError::RangeNotSatisfiable),
         };
-        Ok(read_range(file, start, len, sink))
+        Ok(read_range(file, start, len))
     }
 }
 
@@ -617,8 +612,7 @@ fn is_local_filesystem(_root: &Path) -> bool {
 /// Whether the page cache holds every page of `len` bytes of `file` at `offset`, by
 /// the `cachestat` system call (Linux 6.5), which looks without reading anything;
 /// `None` where the call is missing or fails. Reads then go through the page cache
-/// (with readahead), as they would without `O_DIRECT`, and nothing is sent with
-/// `sendfile`, which would block on the disk.
+/// (with readahead), as they would without `O_DIRECT`.
 #[cfg(target_os = "linux")]
 fn all_cached(file: &std::fs::File, offset: u64, len: u64) -> Option<bool> {
     use std::os::fd::AsRawFd;
@@ -696,55 +690,26 @@ fn read_direct(direct: &std::fs::File, offset: u64, n: usize) -> std::io::Result
     Ok(Bytes::from(raw).slice(base + lead..base + want))
 }
 
-/// A chunk of a download: its bytes, or (offset, length) of a range the page cache
-/// holds, for the sink.
-enum Piece {
-    Read(Bytes),
-    Cached(u64, usize),
-}
-
-/// Streams `len` bytes of `file` from `start`. With a `sink`, each chunk the page
-/// cache holds is handed to it (sent with `sendfile`, never copied here: Distribution
-/// does the same, and copying kept whole downloads at 0.85-0.88x its speed). Every
-/// other chunk is read on a blocking thread straight into the buffer handed to the
-/// HTTP layer, a few chunks ahead of the socket. (`tokio::fs::File` behind a
-/// `ReaderStream` read into its own buffer and then copied into the stream's: one more
-/// pass over every byte, which kept downloads at ~0.65x; see docs/benchmarks.md.)
-fn read_range(file: ServedFile, start: u64, len: u64, sink: Option<DynFileSink>) -> ByteStream {
+/// Streams `len` bytes of `file` from `start`. Every chunk is read on a blocking
+/// thread straight into the buffer handed to the HTTP layer, a few chunks ahead of the
+/// socket. (`tokio::fs::File` behind a `ReaderStream` read into its own buffer and then
+/// copied into the stream's: one more pass over every byte, which kept downloads at
+/// ~0.65x; see docs/benchmarks.md.)
+fn read_range(file: ServedFile, start: u64, len: u64) -> ByteStream {
     let file = Arc::new(file);
     let end = start + len;
-    let zero_copy = sink.is_some();
-    let pieces = {
-        let file = file.clone();
-        futures_util::stream::iter((start..end).step_by(READ_CHUNK))
-            .map(move |offset| {
-                let file = file.clone();
-                async move {
-                    let n = (end - offset).min(READ_CHUNK as u64) as usize;
-                    // One look at the page cache decides both: a sink, or how to read.
-                    let cached = all_cached(&file.file, offset, n as u64);
-                    if zero_copy && cached == Some(true) {
-                        return Ok::<_, std::io::Error>(Piece::Cached(offset, n));
-                    }
-                    let bytes =
-                        tokio::task::spawn_blocking(move || file.read(offset, n, end, cached))
-                            .await
-                            .map_err(std::io::Error::other)??;
-                    Ok(Piece::Read(bytes))
-                }
-            })
-            .buffered(READS_IN_FLIGHT)
-    };
-    // Ranges go to the sink here, as their chunks leave the stream in order, not as
-    // the reads ahead finish: the connection sends them in the order it was given them.
-    pieces
-        .map(move |piece| match piece? {
-            Piece::Read(bytes) => Ok(bytes),
-            Piece::Cached(offset, n) => Ok(sink
-                .as_ref()
-                .expect("only a sink's downloads have cached pieces")
-                .send_file(file.file.clone(), offset, n)),
+    futures_util::stream::iter((start..end).step_by(READ_CHUNK))
+        .map(move |offset| {
+            let file = file.clone();
+            async move {
+                let n = (end - offset).min(READ_CHUNK as u64) as usize;
+                let cached = all_cached(&file.file, offset, n as u64);
+                tokio::task::spawn_blocking(move || file.read(offset, n, end, cached))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
         })
+        .buffered(READS_IN_FLIGHT)
         .boxed()
 }
 
@@ -980,7 +945,7 @@ impl BlobStore for FsBlobStore {
             Ok(file)
         })
         .await?;
-        Ok(read_range(file, offset, size, None))
+        Ok(read_range(file, offset, size))
     }
 
     async fn stale_uploads(
@@ -1033,16 +998,7 @@ impl BlobStore for FsBlobStore {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, StorageError> {
-        self.open_range(digest, range, None).await
-    }
-
-    async fn get_sending(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-        sink: DynFileSink,
-    ) -> Result<ByteStream, StorageError> {
-        self.open_range(digest, range, Some(sink)).await
+        self.open_range(digest, range).await
     }
 
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {

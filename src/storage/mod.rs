@@ -98,21 +98,6 @@ impl StorageKey {
     }
 }
 
-/// Longest file range a [`FileSink`] takes at once.
-pub const SEND_FILE_MAX: usize = 8 * 1024 * 1024;
-
-/// Where a download can send ranges of a local file as they are, instead of their
-/// bytes: the connection it goes out on (`crate::zerocopy`, `sendfile`).
-pub trait FileSink: Send + Sync {
-    /// Queues `len` bytes (1 to [`SEND_FILE_MAX`]) of `file` at `offset`, and returns
-    /// the frame the body stream yields in their place. The frame's bytes are not the
-    /// file's: only the connection that queued the range may be given it.
-    fn send_file(&self, file: Arc<std::fs::File>, offset: u64, len: usize) -> Bytes;
-}
-
-/// A shared [`FileSink`].
-pub type DynFileSink = Arc<dyn FileSink>;
-
 /// One stored part of an upload, as recorded in the upload's metadata row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartInfo {
@@ -273,19 +258,6 @@ pub trait BlobStore: Send + Sync + 'static {
         digest: &Digest,
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, StorageError>;
-
-    /// As [`get`](Self::get), but where the backend keeps the blob in a local file it
-    /// may hand ranges of that file to `sink` instead of reading them (the filesystem
-    /// backend does, for what the page cache holds). The default reads them.
-    async fn get_sending(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-        sink: DynFileSink,
-    ) -> Result<ByteStream, StorageError> {
-        let _ = sink;
-        self.get(digest, range).await
-    }
 
     /// Size of the blob's stored bytes, or `None` when they are absent.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
