@@ -293,3 +293,18 @@ pub(super) fn read_exact_at(
     }
     Ok(())
 }
+
+/// Drops the clean pages of `file` from the page cache (a test's way to make the
+/// next read of it cold).
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn forget_cached(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is valid
+    // for as long as `file` is borrowed.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+#[cfg(all(test, not(target_os = "linux")))]
+pub(super) fn forget_cached(_file: &std::fs::File) {}
