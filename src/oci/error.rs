@@ -171,6 +171,14 @@ impl From<Error> for OciError {
                     "the registry's storage is temporarily unavailable; retry later",
                 )
             }
+            Error::InsufficientStorage(detail) => {
+                tracing::error!(error = %detail, "blob storage is full");
+                OciError::new(
+                    S::INSUFFICIENT_STORAGE,
+                    C::Unknown,
+                    "the registry's storage is full; nothing was stored",
+                )
+            }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 OciError::new(

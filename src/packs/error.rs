@@ -29,6 +29,8 @@ pub enum ErrorCode {
     InvalidPack,
     /// 503: the database or object store is unreachable; retry.
     Unavailable,
+    /// 507: the blob storage is full; nothing was stored.
+    InsufficientStorage,
     /// 500: a failure on the registry's side.
     Internal,
 }
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::InvalidPack => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +125,13 @@ impl From<Error> for ApiError {
                 ApiError::new(
                     ErrorCode::Unavailable,
                     "the registry's storage is temporarily unavailable; retry later",
+                )
+            }
+            Error::InsufficientStorage(detail) => {
+                tracing::error!(error = %detail, "blob storage is full");
+                ApiError::new(
+                    ErrorCode::InsufficientStorage,
+                    "the registry's storage is full; nothing was stored",
                 )
             }
             other => {

@@ -87,6 +87,10 @@ pub enum Error {
     /// A dependency (database, object store) is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// The blob store is out of space (or over its quota): nothing was stored, and an
+    /// upload session stays where it was. Holds the store's detail, for the log.
+    #[error("storage is full: {0}")]
+    InsufficientStorage(String),
     /// The request body could not be read to the end.
     #[error("request body: {0}")]
     Body(String),
@@ -116,6 +120,7 @@ impl From<StorageError> for Error {
             StorageError::Body(e) => Error::Body(e.to_string()),
             StorageError::Unavailable(m) => Error::Unavailable(format!("object store: {m}")),
             StorageError::Lost(m) => Error::BlobUploadInvalid(m),
+            StorageError::Full(m) => Error::InsufficientStorage(m),
             StorageError::Other(m) => Error::Internal(format!("storage: {m}")),
         }
     }
@@ -294,5 +299,18 @@ impl Registry {
                 self.limits.referrers_page,
             )
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full store reaches the API layers as its own error (507 there), not as an
+    /// internal one.
+    #[test]
+    fn storage_errors_map_to_domain_errors() {
+        let full = Error::from(StorageError::Full("No space left on device".into()));
+        assert!(matches!(full, Error::InsufficientStorage(_)), "{full:?}");
     }
 }

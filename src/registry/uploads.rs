@@ -609,3 +609,104 @@ impl Registry {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::metadata::{self, PoolOptions};
+    use crate::registry::Limits;
+    use crate::storage::FsBlobStore;
+
+    /// A registry over a filesystem store and a SQLite file in `dir`.
+    async fn fs_registry(dir: &std::path::Path) -> Registry {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("meta.db").display());
+        let meta = metadata::connect(&url, &PoolOptions::default())
+            .await
+            .unwrap();
+        meta.migrate().await.unwrap();
+        let blobs = FsBlobStore::open(dir.join("store")).unwrap();
+        Registry::new(Arc::new(blobs), meta, Limits::default())
+    }
+
+    fn body(bytes: &[u8]) -> ByteStream {
+        futures_util::stream::iter([Ok(Bytes::copy_from_slice(bytes))]).boxed()
+    }
+
+    fn sha256(bytes: &[u8]) -> Digest {
+        Digest::of(Algorithm::Sha256, bytes)
+    }
+
+    async fn read_all(registry: &Registry, repo: &RepoName, digest: &Digest) -> Vec<u8> {
+        let read = registry
+            .read_blob(repo, digest, |_| Some(None))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut s = read.body.unwrap();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    /// A PATCH whose body fails mid-way is a body error; it releases the upload's
+    /// lock, leaves the session at its previous offset with none of the failed
+    /// part's bytes in the upload's file, and the client can resume from there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_patch_leaves_the_session_resumable() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = fs_registry(dir.path()).await;
+        let repo = RepoName::parse("packs/fail").unwrap();
+        let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+        let session = registry
+            .start_upload(&repo, Algorithm::Sha256)
+            .await
+            .unwrap();
+        registry
+            .append_chunk(&repo, session.id, None, body(&bytes[..1000]))
+            .await
+            .unwrap();
+
+        let sent: Vec<std::io::Result<Bytes>> = bytes[1000..4_000_000]
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .chain([Err(std::io::Error::other("client went away"))])
+            .collect();
+        let failing = futures_util::stream::iter(sent).boxed();
+        let failed = registry
+            .append_chunk(&repo, session.id, None, failing)
+            .await;
+        assert!(matches!(failed, Err(Error::Body(_))), "{failed:?}");
+        let status = registry.upload_status(&repo, session.id).await.unwrap();
+        assert_eq!(status.offset, 1000);
+        let data = dir
+            .path()
+            .join("store/uploads")
+            .join(session.id.to_string())
+            .join("data");
+        assert_eq!(
+            std::fs::metadata(&data).unwrap().len(),
+            1000,
+            "failed bytes kept"
+        );
+
+        // The lock is free again.
+        let range = ChunkRange {
+            start: 1000,
+            end: bytes.len() as u64 - 1,
+        };
+        registry
+            .append_chunk(&repo, session.id, Some(range), body(&bytes[1000..]))
+            .await
+            .unwrap();
+        let digest = sha256(&bytes);
+        registry
+            .finish_upload(&repo, session.id, &digest, None, None)
+            .await
+            .unwrap();
+        assert!(read_all(&registry, &repo, &digest).await == bytes);
+    }
+}

@@ -53,6 +53,10 @@ pub enum StorageError {
     /// lost writes that had not been synced): the upload has to start again.
     #[error("upload lost: {0}")]
     Lost(String),
+    /// The filesystem is out of space or over its quota (`ENOSPC`, `EDQUOT`). Nothing
+    /// an object store answers maps to this.
+    #[error("storage full: {0}")]
+    Full(String),
     /// Any other backend failure.
     #[error("storage: {0}")]
     Other(String),
@@ -60,10 +64,11 @@ pub enum StorageError {
 
 impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            StorageError::NotFound(e.to_string())
-        } else {
-            StorageError::Other(e.to_string())
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::NotFound => StorageError::NotFound(e.to_string()),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StorageError::Full(e.to_string()),
+            _ => StorageError::Other(e.to_string()),
         }
     }
 }
@@ -271,3 +276,20 @@ pub trait BlobStore: Send + Sync + 'static {
 
 /// A shared handle to the configured backend.
 pub type DynBlobStore = Arc<dyn BlobStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full filesystem (out of space, or over a quota) is `Full`; other failures
+    /// keep their kinds.
+    #[cfg(unix)]
+    #[test]
+    fn io_errors_map_to_storage_errors() {
+        let from = |errno| StorageError::from(std::io::Error::from_raw_os_error(errno));
+        assert!(matches!(from(libc::ENOSPC), StorageError::Full(_)));
+        assert!(matches!(from(libc::EDQUOT), StorageError::Full(_)));
+        assert!(matches!(from(libc::ENOENT), StorageError::NotFound(_)));
+        assert!(matches!(from(libc::EIO), StorageError::Other(_)));
+    }
+}

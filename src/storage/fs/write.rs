@@ -5,6 +5,8 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -89,7 +91,8 @@ impl FsBlobStore {
         // Every part goes into the upload's one data file at its offset, so that the
         // commit is a rename: joining part files meant writing every byte twice (a
         // chunked 1 GiB upload ran at 40 % of a monolithic one). Writers of a shared
-        // upload hold lock_upload, so no two write the file at once.
+        // upload hold lock_upload, so no two requests write the file at once; the
+        // writing thread also locks the file itself (see `BlobFile::open_locked`).
         let path = self.data_path(upload);
         // Writes happen on a blocking thread while this task keeps reading the request
         // body (and the caller's thread hashes it). The queue holds up to
@@ -98,24 +101,31 @@ impl FsBlobStore {
         // 64 MiB uploads 720 -> 809 MB/s), and bounded in bytes, not chunks, so that
         // memory stays flat whatever the chunk sizes.
         let budget = ByteBudget::new(WRITE_QUEUE_BYTES);
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, OwnedSemaphorePermit)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Feed>();
         let booted = self.booted;
+        let gone = Gone::default();
+        let request_gone = gone.0.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             std::fs::create_dir_all(path.parent().expect("part has a parent"))?;
-            let mut file = BlobFile::open_at(&path, offset)?;
-            let created = file.file.metadata()?.created().ok();
-            let sync = file.direct.is_none() || written(created, booted) != Written::SinceBoot;
-            while let Some((chunk, _permit)) = rx.blocking_recv() {
-                file.write(&chunk)?;
+            let (file, direct) = BlobFile::open_locked(&path)?;
+            if request_gone.load(Ordering::Acquire) {
+                // Dropped before this thread got the file: a later request may have
+                // written to it since, so leave it alone.
+                return Err(StorageError::Other("the part's request is gone".into()));
             }
-            Ok(file.finish(sync)?)
+            let mut file = BlobFile::start(file, offset, direct)?;
+            let written = file.fill(&mut rx, booted);
+            if written.is_err() {
+                file.put_back();
+            }
+            written
         });
         let mut body_error = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(chunk) => {
                     let permit = budget.take(chunk.len()).await;
-                    if tx.send((chunk, permit)).is_err() {
+                    if tx.send(Feed::Bytes(chunk, permit)).is_err() {
                         break; // the writer failed; its error is reported below
                     }
                 }
@@ -125,10 +135,16 @@ impl FsBlobStore {
                 }
             }
         }
+        if body_error.is_none() {
+            // Without this the writer puts the file back as it was: the body failed,
+            // or this future was dropped before the body's end.
+            let _ = tx.send(Feed::End);
+        }
         drop(tx);
         let written = writer
             .await
             .map_err(|e| StorageError::Other(format!("writer task failed: {e}")))?;
+        drop(gone);
         if let Some(e) = body_error {
             return Err(StorageError::Body(e));
         }
@@ -165,6 +181,9 @@ impl FsBlobStore {
                     .create(true)
                     .truncate(false)
                     .open(&data)?;
+                // After the writer of a part whose request was dropped (see
+                // `BlobFile::open_locked`).
+                sys::lock_exclusive(&file, true)?;
                 let meta = file.metadata()?;
                 let len = meta.len();
                 if len < total {
@@ -245,16 +264,88 @@ impl AlignedBuf {
     }
 }
 
+/// Set when a part write's future is done or dropped: its writing thread, if it only
+/// now gets the upload's file, must not touch it.
+#[derive(Default)]
+struct Gone(Arc<AtomicBool>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// What the request side of a part write hands its writing thread.
+enum Feed {
+    /// Bytes to write, holding their share of the queue's budget until written.
+    Bytes(Bytes, OwnedSemaphorePermit),
+    /// The body ended cleanly: finish the part. A writer whose queue closes without
+    /// this puts the file back as it was before the part.
+    End,
+}
+
 impl BlobFile {
     /// Opens (creating) `path` to write from `offset` on: what lies past `offset` is
     /// cut off first, what lies before it is kept.
+    #[cfg(test)]
     pub(super) fn open_at(path: &Path, offset: u64) -> std::io::Result<Self> {
+        let (file, direct) = Self::open_locked(path)?;
+        Self::start(file, offset, direct)
+    }
+
+    /// Opens (creating) `path` for writing, with `O_DIRECT` where the filesystem
+    /// does it (and then a staging buffer), and locks it (`flock`, waiting) until the
+    /// file is closed.
+    ///
+    /// Writers of one upload already serialize on the upload's lock, but a request
+    /// dropped mid-part (its client went away) releases that lock while its writing
+    /// thread still drains its queue and puts the file back; the next writer, or the
+    /// commit, waits here for that, which takes no longer than writing the queue (no
+    /// network wait). A writing thread that only gets here after its request was
+    /// dropped must leave the file alone (see `Gone`).
+    fn open_locked(path: &Path) -> std::io::Result<(std::fs::File, Option<AlignedBuf>)> {
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
-        match sys::open_direct(&options, path)? {
-            Some(file) => Self::start(file, offset, Some(AlignedBuf::new())),
+        let (file, direct) = match sys::open_direct(&options, path)? {
+            Some(file) => (file, Some(AlignedBuf::new())),
             // The filesystem does not do O_DIRECT: write through the page cache.
-            None => Self::start(options.open(path)?, offset, None),
+            None => (options.open(path)?, None),
+        };
+        sys::lock_exclusive(&file, true)?;
+        Ok((file, direct))
+    }
+
+    /// Writes what `rx` brings until [`Feed::End`], then finishes (see [`Written`]
+    /// for whether it syncs). Returns the bytes written, or the first failure; on a
+    /// failure the caller puts the file back ([`put_back`](Self::put_back)).
+    fn fill(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Feed>,
+        booted: Option<SystemTime>,
+    ) -> Result<u64, StorageError> {
+        let created = self.file.metadata()?.created().ok();
+        let sync = self.direct.is_none() || written(created, booted) != Written::SinceBoot;
+        while let Some(feed) = rx.blocking_recv() {
+            match feed {
+                Feed::Bytes(chunk, _permit) => self.write(&chunk)?,
+                Feed::End => return Ok(self.finish(sync)?),
+            }
+        }
+        Err(StorageError::Other(
+            "the part's request ended before its body did".into(),
+        ))
+    }
+
+    /// Cuts the file back to where this writer started, dropping what it wrote: a
+    /// failed part leaves no bytes behind (they would fill a full disk further, and
+    /// they are not the upload's). Failing to is only logged: the next part's writer
+    /// and the commit cut the file to the upload's length anyway.
+    pub(super) fn put_back(&mut self) {
+        if let Some(buf) = self.direct.as_mut() {
+            buf.filled = 0;
+        }
+        if let Err(e) = self.file.set_len(self.start) {
+            tracing::warn!(error = %e, "could not cut an upload's file back after a failed part");
         }
     }
 
@@ -328,7 +419,7 @@ impl BlobFile {
 
     /// Writes what is left, makes the file durable if `sync` says so (see [`Written`]),
     /// and returns the bytes this writer was given.
-    pub(super) fn finish(mut self, sync: bool) -> std::io::Result<u64> {
+    pub(super) fn finish(&mut self, sync: bool) -> std::io::Result<u64> {
         if let Some(buf) = self.direct.as_mut()
             && buf.filled > 0
         {
@@ -495,6 +586,109 @@ pub(super) mod tests {
         let (id, parts) = upload_then_damage(&store, &bytes).await;
         store.commit(id, &parts, &digest).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(bytes.len() as u64));
+    }
+
+    /// `bytes` in chunks of 64 KiB, then a failure, as when the client goes away.
+    fn failing_after(bytes: &[u8]) -> ByteStream {
+        let mut chunks: Vec<std::io::Result<Bytes>> = bytes
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        chunks.push(Err(std::io::Error::other("client went away")));
+        futures_util::stream::iter(chunks).boxed()
+    }
+
+    /// A part whose body fails leaves the upload's file as it was before the part,
+    /// on and off block boundaries and past whole O_DIRECT buffers: nothing of it
+    /// stays on the disk (which may be full), and the upload resumes from there.
+    #[tokio::test]
+    async fn a_failed_part_leaves_the_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..3 * DIRECT_CHUNK as u32 + 77)
+            .map(|i| (i % 249) as u8)
+            .collect();
+        for first in [0, 1, sys::DIRECT_ALIGN, 5_000] {
+            let id = Uuid::new_v4();
+            let data = store.data_path(id);
+            let part = store.put_part(id, 0, 0, one_chunk(&bytes[..first])).await;
+            let mut parts = vec![part.unwrap()];
+            for sent in [1, sys::DIRECT_ALIGN + 3, 2 * DIRECT_CHUNK + 9] {
+                let failed = store
+                    .put_part(
+                        id,
+                        1,
+                        first as u64,
+                        failing_after(&bytes[first..first + sent]),
+                    )
+                    .await;
+                assert!(matches!(failed, Err(StorageError::Body(_))), "{failed:?}");
+                let len = std::fs::metadata(&data).map_or(0, |m| m.len());
+                assert_eq!(
+                    len, first as u64,
+                    "after {first} bytes and {sent} more failed"
+                );
+            }
+            parts.push(
+                store
+                    .put_part(id, 1, first as u64, one_chunk(&bytes[first..]))
+                    .await
+                    .unwrap(),
+            );
+            let digest = Digest::of(Algorithm::Sha256, &bytes);
+            store.commit(id, &parts, &digest).await.unwrap();
+            let mut back = Vec::new();
+            let mut s = store.get(&digest, None).await.unwrap();
+            while let Some(chunk) = s.next().await {
+                back.extend_from_slice(&chunk.unwrap());
+            }
+            assert!(back == bytes, "resumed after {first} bytes");
+            store.delete(&digest).await.unwrap();
+        }
+    }
+
+    /// A part whose request is dropped mid-body (its client went away) has its
+    /// file put back too, before the next part of the upload is written: the next
+    /// writer waits for the dropped one's thread, which holds the file's lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_part_is_put_back_before_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..DIRECT_CHUNK as u32 + 4099)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let id = Uuid::new_v4();
+        let head = 10;
+        let first = store
+            .put_part(id, 0, 0, one_chunk(&bytes[..head]))
+            .await
+            .unwrap();
+        let (taken, started) = tokio::sync::oneshot::channel();
+        let stalled = futures_util::stream::once(async move {
+            let _ = taken.send(());
+            Ok(Bytes::from(vec![0xAB; DIRECT_CHUNK + 1]))
+        })
+        .chain(futures_util::stream::pending())
+        .boxed();
+        let dropped = {
+            let store = store.clone();
+            tokio::spawn(async move { store.put_part(id, 1, head as u64, stalled).await })
+        };
+        started.await.unwrap();
+        dropped.abort();
+        assert!(dropped.await.unwrap_err().is_cancelled());
+        let second = store
+            .put_part(id, 1, head as u64, one_chunk(&bytes[head..]))
+            .await
+            .unwrap();
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        store.commit(id, &[first, second], &digest).await.unwrap();
+        let mut back = Vec::new();
+        let mut s = store.get(&digest, None).await.unwrap();
+        while let Some(chunk) = s.next().await {
+            back.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(back == bytes, "the dropped part's bytes got into the blob");
     }
 
     /// Writes `bytes` to `path` as parts cut at `cuts`, each part fed in uneven pieces,
