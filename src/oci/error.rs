@@ -73,6 +73,8 @@ pub struct OciError {
     range: Option<String>,
     /// `Content-Range` header to add (for 416 on blob reads).
     content_range: Option<String>,
+    /// `Retry-After` header to add, in seconds.
+    retry_after: Option<u32>,
 }
 
 impl OciError {
@@ -89,6 +91,7 @@ impl OciError {
             },
             range: None,
             content_range: None,
+            retry_after: None,
         }
     }
 
@@ -171,6 +174,13 @@ impl From<Error> for OciError {
                     "the registry's storage is temporarily unavailable; retry later",
                 )
             }
+            // Chosen over 416 with the session's `Range`: while another request writes
+            // to the upload that offset is about to move, and clients retry a 503.
+            Error::UploadBusy => {
+                let mut err = OciError::new(S::SERVICE_UNAVAILABLE, C::Unknown, message);
+                err.retry_after = Some(1);
+                err
+            }
             Error::InsufficientStorage(detail) => {
                 tracing::error!(error = %detail, "blob storage is full");
                 OciError::new(
@@ -209,6 +219,9 @@ impl IntoResponse for OciError {
             .and_then(|r| HeaderValue::from_str(&r).ok())
         {
             headers.insert(header::CONTENT_RANGE, r);
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

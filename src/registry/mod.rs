@@ -87,6 +87,10 @@ pub enum Error {
     /// A dependency (database, object store) is unreachable.
     #[error("{0}")]
     Unavailable(String),
+    /// Another request is writing to this upload (its body may have stalled); the
+    /// session is unchanged, and the client may retry.
+    #[error("another request is writing to this upload; retry later")]
+    UploadBusy,
     /// The blob store is out of space (or over its quota): nothing was stored, and an
     /// upload session stays where it was. Holds the store's detail, for the log.
     #[error("storage is full: {0}")]
@@ -121,6 +125,7 @@ impl From<StorageError> for Error {
             StorageError::Unavailable(m) => Error::Unavailable(format!("object store: {m}")),
             StorageError::Lost(m) => Error::BlobUploadInvalid(m),
             StorageError::Full(m) => Error::InsufficientStorage(m),
+            StorageError::Busy => Error::UploadBusy,
             StorageError::Other(m) => Error::Internal(format!("storage: {m}")),
         }
     }
@@ -306,11 +311,12 @@ impl Registry {
 mod tests {
     use super::*;
 
-    /// A full store reaches the API layers as its own error (507 there), not as an
-    /// internal one.
+    /// A full store and a busy upload reach the API layers as their own errors (507
+    /// and 503 there), not as internal ones.
     #[test]
     fn storage_errors_map_to_domain_errors() {
         let full = Error::from(StorageError::Full("No space left on device".into()));
         assert!(matches!(full, Error::InsufficientStorage(_)), "{full:?}");
+        assert!(matches!(Error::from(StorageError::Busy), Error::UploadBusy));
     }
 }

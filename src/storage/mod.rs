@@ -57,6 +57,10 @@ pub enum StorageError {
     /// an object store answers maps to this.
     #[error("storage full: {0}")]
     Full(String),
+    /// Another request is writing to this upload, and did not finish within the
+    /// bounded wait of [`BlobStore::lock_upload`]: retry later.
+    #[error("another request is writing to this upload")]
+    Busy,
     /// Any other backend failure.
     #[error("storage: {0}")]
     Other(String),
@@ -147,6 +151,14 @@ pub struct UploadGuard {
     _held: Option<Box<dyn Send + Sync>>,
 }
 
+impl std::fmt::Debug for UploadGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadGuard")
+            .field("holds_lock", &self._held.is_some())
+            .finish()
+    }
+}
+
 impl UploadGuard {
     /// A guard that holds nothing (no lock was needed).
     pub fn none() -> Self {
@@ -192,7 +204,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Holds off every other holder of `upload`'s lock, in any process using the same
     /// store, until the guard is dropped. A shared upload's session is read, a part
-    /// written and the session saved under it. Taking the lock may need storage for
+    /// written and the session saved under it. Waiting for the lock is bounded and
+    /// holds no thread: a lock still held after a few seconds (a request whose body
+    /// stalled) is [`StorageError::Busy`]. Taking the lock may need storage for
     /// the upload: with `create` false, an upload that has none yet is `None` (so that
     /// callers can check the session exists before creating any); with `create` true
     /// it is created. The default takes no lock and always answers: backends whose

@@ -15,7 +15,7 @@ mod write;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -25,6 +25,19 @@ use crate::digest::Digest;
 
 /// Name of an upload's data file in its directory.
 const DATA_FILE: &str = "data";
+
+/// How long a request waits for an upload another request is writing to, by
+/// default, before it is answered [`StorageError::Busy`]. Parts of one upload come
+/// one after another: a wait longer than a moment means that the other request's
+/// body stalled, and its client is better told to retry than kept waiting on it.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// First pause between two tries of a held upload lock; it doubles up to
+/// [`LOCK_RETRY_MAX`].
+const LOCK_RETRY_FIRST: Duration = Duration::from_millis(2);
+
+/// Longest pause between two tries of a held upload lock.
+const LOCK_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// Blobs stored as files under `root`.
 #[derive(Debug, Clone)]
@@ -36,6 +49,8 @@ pub struct FsBlobStore {
     /// has their path in memory (see `read::ServedFile::open_cached`): only on local
     /// filesystems, where opening a file whose path is cached cannot wait.
     opens_inline: bool,
+    /// How long [`BlobStore::lock_upload`] waits for a held lock.
+    lock_wait: Duration,
 }
 
 impl FsBlobStore {
@@ -49,7 +64,15 @@ impl FsBlobStore {
             root,
             booted: write::boot_time(),
             opens_inline,
+            lock_wait: LOCK_WAIT,
         })
+    }
+
+    /// The same store, waiting at most `wait` (instead of 3 s) for an upload another
+    /// request is writing to.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
     }
 
     fn path(&self, key: &StorageKey) -> PathBuf {
@@ -99,35 +122,43 @@ impl BlobStore for FsBlobStore {
         create: bool,
     ) -> Result<Option<UploadGuard>, StorageError> {
         let dir = self.path(&StorageKey::Upload(upload));
-        // The usual case, an upload that has its directory and that no one else
-        // holds, is two quick local system calls, made on this thread: a hop to a
-        // blocking thread waited up to milliseconds for a core while uploads kept
-        // both cores busy hashing and writing.
-        match std::fs::File::open(&dir) {
-            Ok(handle) => {
-                if sys::lock_exclusive(&handle, false)? {
-                    // Unlocked when the handle is closed, with the guard.
-                    return Ok(Some(UploadGuard::holding(handle)));
+        // Opening the directory and trying its lock are quick local system calls,
+        // made on this thread: a hop to a blocking thread waited up to milliseconds
+        // for a core while uploads kept both cores busy hashing and writing.
+        let handle = match std::fs::File::open(&dir) {
+            Ok(handle) => handle,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The session's first chunk.
+                let made = dir.clone();
+                blocking(move || Ok(std::fs::create_dir_all(&made)?)).await?;
+                match std::fs::File::open(&dir) {
+                    Ok(handle) => handle,
+                    // Removed meanwhile: the upload was cancelled or expired.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
-        }
-        blocking(move || {
-            if create {
-                std::fs::create_dir_all(&dir)?;
+        };
+        // Someone else holds it: try again after a pause (growing, to at most
+        // LOCK_RETRY_MAX), until `lock_wait` has passed. A blocking `flock` on a
+        // blocking thread instead kept waiting as long as the holder's client
+        // stalled, and its waiters, a thread each, exhausted the blocking pool.
+        let deadline = tokio::time::Instant::now() + self.lock_wait;
+        let mut pause = LOCK_RETRY_FIRST;
+        loop {
+            if sys::lock_exclusive(&handle, false)? {
+                // Unlocked when the handle is closed, with the guard.
+                return Ok(Some(UploadGuard::holding(handle)));
             }
-            let handle = match std::fs::File::open(&dir) {
-                Ok(handle) => handle,
-                // Removed meanwhile: the upload was cancelled or expired.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            sys::lock_exclusive(&handle, true)?;
-            Ok(Some(UploadGuard::holding(handle)))
-        })
-        .await
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(StorageError::Busy);
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(LOCK_RETRY_MAX);
+        }
     }
 
     async fn commit(
@@ -231,29 +262,43 @@ impl BlobStore for FsBlobStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn upload_locks_create_only_when_asked_and_exclude_each_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
-        let id = Uuid::new_v4();
-        let upload_dir = store.path(&StorageKey::Upload(id));
-        assert!(store.lock_upload(id, false).await.unwrap().is_none());
-        assert!(!upload_dir.exists(), "a lock without create made storage");
-        let held = store.lock_upload(id, true).await.unwrap().expect("created");
-        assert!(upload_dir.is_dir());
-        // A second holder waits (on a blocking thread) until the first lets go.
-        let waiter = {
-            let store = store.clone();
-            tokio::spawn(async move { store.lock_upload(id, false).await })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert!(!waiter.is_finished(), "took a lock someone holds");
-        drop(held);
-        let again = tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
-            .await
-            .expect("the lock was let go")
-            .unwrap()
+    /// Lock calls only create an upload's directory when asked; a held lock makes
+    /// another taker wait a bounded time and then fail with `Busy`, without a
+    /// blocking thread (the only one this runtime has is taken throughout); once let
+    /// go, the lock is taken at once.
+    #[test]
+    fn upload_locks_create_only_when_asked_and_wait_boundedly() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .max_blocking_threads(1)
+            .build()
             .unwrap();
-        assert!(again.is_some());
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsBlobStore::open(dir.path())
+                .unwrap()
+                .with_lock_wait(Duration::from_millis(200));
+            let id = Uuid::new_v4();
+            let upload_dir = store.path(&StorageKey::Upload(id));
+            assert!(store.lock_upload(id, false).await.unwrap().is_none());
+            assert!(!upload_dir.exists(), "a lock without create made storage");
+            let held = store.lock_upload(id, true).await.unwrap().expect("created");
+            assert!(upload_dir.is_dir());
+
+            let (release, parked) = std::sync::mpsc::channel::<()>();
+            let blocker = tokio::task::spawn_blocking(move || parked.recv());
+            // A blocking flock would never return while `held` lives: the guard
+            // turns that into a failure instead of a hung test.
+            let second =
+                tokio::time::timeout(Duration::from_secs(60), store.lock_upload(id, false))
+                    .await
+                    .expect("the wait for a held lock is bounded");
+            assert!(matches!(second, Err(StorageError::Busy)), "{second:?}");
+            release.send(()).unwrap();
+            blocker.await.unwrap().unwrap();
+
+            drop(held);
+            assert!(store.lock_upload(id, false).await.unwrap().is_some());
+        });
     }
 }
