@@ -373,6 +373,41 @@ pub(crate) async fn failing_body_stores_nothing(store: &dyn BlobStore) {
     store.abort(other).await.unwrap();
 }
 
+/// A later part whose body fails leaves the parts before it as they were: the part
+/// is written again at the same offset and the upload commits to exactly its bytes.
+pub(crate) async fn failed_part_then_resume(store: &dyn BlobStore) {
+    let bytes = data(6 * 1024 * 1024 + 33, 17);
+    let digest = sha256(&bytes);
+    let upload = Uuid::new_v4();
+    let cut = 5 * 1024 * 1024 + 1;
+    let first = store
+        .put_part(upload, 0, 0, body(&bytes[..cut], 256 * 1024))
+        .await
+        .unwrap();
+    for sent in [1, 4097, bytes.len() - cut] {
+        let failed = store
+            .put_part(upload, 1, cut as u64, failing_body(&bytes[cut..cut + sent]))
+            .await;
+        assert!(matches!(failed, Err(StorageError::Body(_))), "{failed:?}");
+    }
+    let second = store
+        .put_part(upload, 1, cut as u64, body(&bytes[cut..], 64 * 1024))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_part(store, upload, &first).await.unwrap(),
+        &bytes[..cut]
+    );
+    store
+        .commit(upload, &[first, second], &digest)
+        .await
+        .unwrap();
+    assert!(
+        get(store, &digest, None).await.unwrap() == bytes,
+        "blob differs"
+    );
+}
+
 /// Two uploads of the same content committing at the same time both succeed, and the
 /// blob holds that content.
 pub(crate) async fn concurrent_commits(store: &dyn BlobStore) {
@@ -448,7 +483,8 @@ macro_rules! blob_store_suite {
         blob_store_suite!(@cases $open;
             commit_single_part, commit_many_parts, commit_existing_blob, empty_blob,
             get_ranges, ranges_across_chunks, stat_and_delete, abort_removes_parts, read_parts,
-            failing_body_stores_nothing, concurrent_commits, multi_mib_blob, ping);
+            failing_body_stores_nothing, failed_part_then_resume, concurrent_commits,
+            multi_mib_blob, ping);
     };
     (@cases $open:path; $($case:ident),* $(,)?) => {
         $(
