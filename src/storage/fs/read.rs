@@ -21,15 +21,16 @@ use crate::storage::{ByteStream, PartInfo, StorageError, StorageKey};
 /// of the HTTP layer (64-256 KiB chunks held an actix-web server to 0.35-0.8x
 /// Distribution's download speed on the benchmark machine, 256 KiB reads held 1 GiB
 /// downloads to ~1.5 GB/s); 2 MiB rather than 4, because through a loopback socket
-/// 4 MiB chunks cost more CPU per byte (0.73-0.99 s/GiB against 0.59-0.85, warm and
+/// 4 MiB chunks cost more CPU per byte (0.76-1.23 s/GiB against 0.59-0.85, warm and
 /// cold) and went no faster, and a buffer of 4 MiB is past the allocator's mmap
 /// threshold that `main.rs` sets, so each download's buffers were mapped and faulted
 /// in afresh (~4,100 faults a download; see docs/benchmarks.md).
 pub(super) const READ_CHUNK: usize = 2 * 1024 * 1024;
 
 /// Reads of one download in flight: they overlap the disk's work with the
-/// consumer's, and a cold 1 GiB blob is read at the disk's speed (~1.2-1.5 GB/s with
-/// four, ~1.2 with two where `dd` reads 1.2 GB/s).
+/// consumer's. With four, a cold 1 GiB blob was read at ~1.2-1.3 GB/s, the disk's
+/// speed (`dd` with `O_DIRECT`: 1.2-1.4 GB/s); in an earlier variant (4 MiB reads)
+/// three and two in flight read cold 1 GiB blobs at 0.85 and 0.79 GB/s, four at 1.0.
 const READS_IN_FLIGHT: usize = 4;
 
 /// Largest blob whose cold reads fill the page cache (see [`ServedFile::read`]);
