@@ -5,7 +5,7 @@ use std::ops::Range;
 use super::{Error, Registry, Result};
 use crate::digest::Digest;
 use crate::names::RepoName;
-use crate::storage::{ByteStream, DynFileSink, StorageError};
+use crate::storage::{ByteStream, StorageError};
 
 /// A blob opened for reading.
 pub struct BlobRead {
@@ -27,37 +27,28 @@ impl Registry {
     }
 
     /// Opens a blob, whole or the inclusive-exclusive `range` resolved by `resolve`
-    /// against the blob's size (returning `None` for an unsatisfiable range). With a
-    /// `sink`, the store may hand it ranges of a local file instead of their bytes
-    /// (see [`BlobStore::get_sending`](crate::storage::BlobStore::get_sending)).
+    /// against the blob's size (returning `None` for an unsatisfiable range).
     pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         resolve: impl FnOnce(u64) -> Option<Option<Range<u64>>>,
-        sink: Option<DynFileSink>,
     ) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
         let range = resolve(size).ok_or(Error::RangeNotSatisfiable { size })?;
         let body = match &range {
             Some(r) if r.start >= r.end => Box::pin(futures_util::stream::empty()) as ByteStream,
-            _ => {
-                let opened = match sink {
-                    Some(sink) => self.blobs.get_sending(digest, range.clone(), sink).await,
-                    None => self.blobs.get(digest, range.clone()).await,
-                };
-                match opened {
-                    Ok(body) => body,
-                    Err(StorageError::NotFound(_)) => {
-                        tracing::error!(%digest, "blob indexed but missing from storage");
-                        return Err(Error::BlobUnknown);
-                    }
-                    Err(StorageError::RangeNotSatisfiable) => {
-                        return Err(Error::RangeNotSatisfiable { size });
-                    }
-                    Err(e) => return Err(e.into()),
+            _ => match self.blobs.get(digest, range.clone()).await {
+                Ok(body) => body,
+                Err(StorageError::NotFound(_)) => {
+                    tracing::error!(%digest, "blob indexed but missing from storage");
+                    return Err(Error::BlobUnknown);
                 }
-            }
+                Err(StorageError::RangeNotSatisfiable) => {
+                    return Err(Error::RangeNotSatisfiable { size });
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         Ok(BlobRead {
             size,

@@ -112,6 +112,14 @@ pub enum Error {
         /// Seconds the client should wait before trying again.
         retry_after_secs: u64,
     },
+    /// Another request is writing to this upload (its body may have stalled); the
+    /// session is unchanged, and the client may retry.
+    #[error("another request is writing to this upload; retry later")]
+    UploadBusy,
+    /// The blob store is out of space (or over its quota): nothing was stored, and an
+    /// upload session stays where it was. Holds the store's detail, for the log.
+    #[error("storage is full: {0}")]
+    InsufficientStorage(String),
     /// The request body could not be read to the end.
     #[error("request body: {0}")]
     Body(String),
@@ -141,6 +149,8 @@ impl From<StorageError> for Error {
             StorageError::Body(e) => Error::Body(e.to_string()),
             StorageError::Unavailable(m) => Error::Unavailable(format!("object store: {m}")),
             StorageError::Lost(m) => Error::BlobUploadInvalid(m),
+            StorageError::Full(m) => Error::InsufficientStorage(m),
+            StorageError::Busy => Error::UploadBusy,
             StorageError::Other(m) => Error::Internal(format!("storage: {m}")),
         }
     }
@@ -334,5 +344,19 @@ impl Registry {
                 self.limits.referrers_page,
             )
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full store and a busy upload reach the API layers as their own errors (507
+    /// and 503 there), not as internal ones.
+    #[test]
+    fn storage_errors_map_to_domain_errors() {
+        let full = Error::from(StorageError::Full("No space left on device".into()));
+        assert!(matches!(full, Error::InsufficientStorage(_)), "{full:?}");
+        assert!(matches!(Error::from(StorageError::Busy), Error::UploadBusy));
     }
 }

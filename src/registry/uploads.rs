@@ -674,7 +674,15 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::ChunkRange;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::metadata::{self, PoolOptions};
+    use crate::registry::Limits;
+    use crate::storage::FsBlobStore;
 
     /// The widest range a client can write has a length no `u64` holds: it saturates
     /// instead of wrapping to 0 (which accepted an empty body as covering it).
@@ -698,5 +706,191 @@ mod tests {
             .len(),
             u64::MAX
         );
+    }
+
+    /// A registry over a filesystem store and a SQLite file in `dir`, whose upload
+    /// locks are waited for at most `lock_wait`.
+    async fn fs_registry(dir: &std::path::Path, lock_wait: Duration) -> Registry {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("meta.db").display());
+        let meta = metadata::connect(&url, &PoolOptions::default())
+            .await
+            .unwrap();
+        meta.migrate().await.unwrap();
+        let blobs = FsBlobStore::open(dir.join("store"))
+            .unwrap()
+            .with_lock_wait(lock_wait);
+        Registry::new(Arc::new(blobs), meta, Limits::default())
+    }
+
+    fn body(bytes: &[u8]) -> ByteStream {
+        futures_util::stream::iter([Ok(Bytes::copy_from_slice(bytes))]).boxed()
+    }
+
+    fn sha256(bytes: &[u8]) -> Digest {
+        Digest::of(Algorithm::Sha256, bytes)
+    }
+
+    async fn read_all(registry: &Registry, repo: &RepoName, digest: &Digest) -> Vec<u8> {
+        let read = registry
+            .read_blob(repo, digest, |_| Some(None))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut s = read.body.unwrap();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    /// A PATCH whose body stalls holds its upload's lock; another PATCH of the same
+    /// session is answered `UploadBusy` once the bounded wait is over, instead of
+    /// waiting (on a blocking thread) for as long as the stall lasts; other uploads
+    /// and blob reads go on meanwhile; and once the stalled request is gone the
+    /// session resumes where it stood.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_patch_makes_others_busy_not_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = fs_registry(dir.path(), Duration::from_millis(300)).await;
+        let repo = RepoName::parse("packs/stall").unwrap();
+        let kept = registry
+            .push_blob(&repo, &sha256(b"kept"), body(b"kept"))
+            .await
+            .map(|_| sha256(b"kept"))
+            .unwrap();
+        let session = registry
+            .start_upload(&repo, Algorithm::Sha256)
+            .await
+            .unwrap();
+        registry
+            .append_chunk(&repo, session.id, None, body(b"abc"))
+            .await
+            .unwrap();
+
+        let (taken, started) = tokio::sync::oneshot::channel();
+        let stalled_body = futures_util::stream::once(async move {
+            let _ = taken.send(());
+            Ok(Bytes::from_static(b"never finished"))
+        })
+        .chain(futures_util::stream::pending())
+        .boxed();
+        let stalled = {
+            let (registry, repo) = (registry.clone(), repo.clone());
+            tokio::spawn(async move {
+                registry
+                    .append_chunk(&repo, session.id, None, stalled_body)
+                    .await
+            })
+        };
+        started.await.unwrap();
+
+        // The guard only turns a hang (the old blocking wait) into a failure.
+        let busy = tokio::time::timeout(
+            Duration::from_secs(60),
+            registry.append_chunk(&repo, session.id, None, body(b"def")),
+        )
+        .await
+        .expect("a PATCH of a busy upload is answered");
+        assert!(matches!(busy, Err(Error::UploadBusy)), "{busy:?}");
+
+        // Meanwhile: another chunked upload, a monolithic one, and a read.
+        let other = registry
+            .start_upload(&repo, Algorithm::Sha256)
+            .await
+            .unwrap();
+        registry
+            .append_chunk(&repo, other.id, None, body(b"other "))
+            .await
+            .unwrap();
+        let digest = sha256(b"other upload");
+        let size = registry
+            .finish_upload(&repo, other.id, &digest, None, Some(body(b"upload")))
+            .await
+            .unwrap();
+        assert_eq!(size, 12);
+        registry
+            .push_blob(&repo, &sha256(b"mono"), body(b"mono"))
+            .await
+            .unwrap();
+        assert_eq!(read_all(&registry, &repo, &kept).await, b"kept");
+        let status = registry.upload_status(&repo, session.id).await.unwrap();
+        assert_eq!(status.offset, 3, "a part in progress moved the session");
+
+        stalled.abort();
+        assert!(stalled.await.unwrap_err().is_cancelled());
+        let resumed = registry
+            .append_chunk(
+                &repo,
+                session.id,
+                Some(ChunkRange { start: 3, end: 5 }),
+                body(b"def"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resumed.offset, 6);
+        let whole = sha256(b"abcdef");
+        registry
+            .finish_upload(&repo, session.id, &whole, None, None)
+            .await
+            .unwrap();
+        assert_eq!(read_all(&registry, &repo, &whole).await, b"abcdef");
+    }
+
+    /// A PATCH whose body fails mid-way is a body error; it releases the upload's
+    /// lock, leaves the session at its previous offset with none of the failed
+    /// part's bytes in the upload's file, and the client can resume from there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_patch_leaves_the_session_resumable() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = fs_registry(dir.path(), Duration::from_millis(300)).await;
+        let repo = RepoName::parse("packs/fail").unwrap();
+        let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
+        let session = registry
+            .start_upload(&repo, Algorithm::Sha256)
+            .await
+            .unwrap();
+        registry
+            .append_chunk(&repo, session.id, None, body(&bytes[..1000]))
+            .await
+            .unwrap();
+
+        let sent: Vec<std::io::Result<Bytes>> = bytes[1000..4_000_000]
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .chain([Err(std::io::Error::other("client went away"))])
+            .collect();
+        let failing = futures_util::stream::iter(sent).boxed();
+        let failed = registry
+            .append_chunk(&repo, session.id, None, failing)
+            .await;
+        assert!(matches!(failed, Err(Error::Body(_))), "{failed:?}");
+        let status = registry.upload_status(&repo, session.id).await.unwrap();
+        assert_eq!(status.offset, 1000);
+        let data = dir
+            .path()
+            .join("store/uploads")
+            .join(session.id.to_string())
+            .join("data");
+        assert_eq!(
+            std::fs::metadata(&data).unwrap().len(),
+            1000,
+            "failed bytes kept"
+        );
+
+        // The lock is free again (a busy lock would be UploadBusy here).
+        let range = ChunkRange {
+            start: 1000,
+            end: bytes.len() as u64 - 1,
+        };
+        registry
+            .append_chunk(&repo, session.id, Some(range), body(&bytes[1000..]))
+            .await
+            .unwrap();
+        let digest = sha256(&bytes);
+        registry
+            .finish_upload(&repo, session.id, &digest, None, None)
+            .await
+            .unwrap();
+        assert!(read_all(&registry, &repo, &digest).await == bytes);
     }
 }

@@ -53,6 +53,14 @@ pub enum StorageError {
     /// lost writes that had not been synced): the upload has to start again.
     #[error("upload lost: {0}")]
     Lost(String),
+    /// The filesystem is out of space or over its quota (`ENOSPC`, `EDQUOT`). Nothing
+    /// an object store answers maps to this.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// Another request is writing to this upload, and did not finish within the
+    /// bounded wait of [`BlobStore::lock_upload`]: retry later.
+    #[error("another request is writing to this upload")]
+    Busy,
     /// Any other backend failure.
     #[error("storage: {0}")]
     Other(String),
@@ -60,10 +68,11 @@ pub enum StorageError {
 
 impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            StorageError::NotFound(e.to_string())
-        } else {
-            StorageError::Other(e.to_string())
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::NotFound => StorageError::NotFound(e.to_string()),
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded => StorageError::Full(e.to_string()),
+            _ => StorageError::Other(e.to_string()),
         }
     }
 }
@@ -97,21 +106,6 @@ impl StorageKey {
         }
     }
 }
-
-/// Longest file range a [`FileSink`] takes at once.
-pub const SEND_FILE_MAX: usize = 8 * 1024 * 1024;
-
-/// Where a download can send ranges of a local file as they are, instead of their
-/// bytes: the connection it goes out on (`crate::zerocopy`, `sendfile`).
-pub trait FileSink: Send + Sync {
-    /// Queues `len` bytes (1 to [`SEND_FILE_MAX`]) of `file` at `offset`, and returns
-    /// the frame the body stream yields in their place. The frame's bytes are not the
-    /// file's: only the connection that queued the range may be given it.
-    fn send_file(&self, file: Arc<std::fs::File>, offset: u64, len: usize) -> Bytes;
-}
-
-/// A shared [`FileSink`].
-pub type DynFileSink = Arc<dyn FileSink>;
 
 /// One stored part of an upload, as recorded in the upload's metadata row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +149,14 @@ impl ByteBudget {
 #[must_use = "the upload is unlocked when the guard is dropped"]
 pub struct UploadGuard {
     _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl std::fmt::Debug for UploadGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadGuard")
+            .field("holds_lock", &self._held.is_some())
+            .finish()
+    }
 }
 
 impl UploadGuard {
@@ -202,7 +204,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Holds off every other holder of `upload`'s lock, in any process using the same
     /// store, until the guard is dropped. A shared upload's session is read, a part
-    /// written and the session saved under it. Taking the lock may need storage for
+    /// written and the session saved under it. Waiting for the lock is bounded and
+    /// holds no thread: a lock still held after a few seconds (a request whose body
+    /// stalled) is [`StorageError::Busy`]. Taking the lock may need storage for
     /// the upload: with `create` false, an upload that has none yet is `None` (so that
     /// callers can check the session exists before creating any); with `create` true
     /// it is created. The default takes no lock and always answers: backends whose
@@ -274,19 +278,6 @@ pub trait BlobStore: Send + Sync + 'static {
         range: Option<Range<u64>>,
     ) -> Result<ByteStream, StorageError>;
 
-    /// As [`get`](Self::get), but where the backend keeps the blob in a local file it
-    /// may hand ranges of that file to `sink` instead of reading them (the filesystem
-    /// backend does, for what the page cache holds). The default reads them.
-    async fn get_sending(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-        sink: DynFileSink,
-    ) -> Result<ByteStream, StorageError> {
-        let _ = sink;
-        self.get(digest, range).await
-    }
-
     /// Size of the blob's stored bytes, or `None` when they are absent.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError>;
 
@@ -299,3 +290,20 @@ pub trait BlobStore: Send + Sync + 'static {
 
 /// A shared handle to the configured backend.
 pub type DynBlobStore = Arc<dyn BlobStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full filesystem (out of space, or over a quota) is `Full`; other failures
+    /// keep their kinds.
+    #[cfg(unix)]
+    #[test]
+    fn io_errors_map_to_storage_errors() {
+        let from = |errno| StorageError::from(std::io::Error::from_raw_os_error(errno));
+        assert!(matches!(from(libc::ENOSPC), StorageError::Full(_)));
+        assert!(matches!(from(libc::EDQUOT), StorageError::Full(_)));
+        assert!(matches!(from(libc::ENOENT), StorageError::NotFound(_)));
+        assert!(matches!(from(libc::EIO), StorageError::Other(_)));
+    }
+}

@@ -41,7 +41,7 @@ pub async fn get(
 ) -> Result<HttpResponse, OciError> {
     let read = state
         .registry
-        .read_blob(&repo, &digest, |size| range.resolve(size).ok(), None)
+        .read_blob(&repo, &digest, |size| range.resolve(size).ok())
         .await?;
     Ok(Content {
         size: read.size,

@@ -220,6 +220,21 @@ impl From<Error> for OciError {
                 err.retry_after = Some(retry_after_secs);
                 err
             }
+            // Chosen over 416 with the session's `Range`: while another request writes
+            // to the upload that offset is about to move, and clients retry a 503.
+            Error::UploadBusy => {
+                let mut err = OciError::new(S::SERVICE_UNAVAILABLE, C::Unknown, message);
+                err.retry_after = Some(1);
+                err
+            }
+            Error::InsufficientStorage(detail) => {
+                tracing::error!(error = %detail, "blob storage is full");
+                OciError::new(
+                    S::INSUFFICIENT_STORAGE,
+                    C::Unknown,
+                    "the registry's storage is full; nothing was stored",
+                )
+            }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 OciError::new(

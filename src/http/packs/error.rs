@@ -32,6 +32,8 @@ pub enum ErrorCode {
     InvalidPack,
     /// 503: the database or object store is unreachable; retry.
     Unavailable,
+    /// 507: the blob storage is full; nothing was stored.
+    InsufficientStorage,
     /// 500: a failure on the registry's side.
     Internal,
 }
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::InvalidPack => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -151,6 +154,19 @@ impl From<Error> for ApiError {
                     ApiError::new(ErrorCode::Unavailable, "the registry is busy; retry later");
                 err.retry_after = Some(retry_after_secs);
                 err
+            }
+            Error::UploadBusy => {
+                let mut err =
+                    ApiError::new(ErrorCode::Unavailable, "the registry is busy; retry later");
+                err.retry_after = Some(1);
+                err
+            }
+            Error::InsufficientStorage(detail) => {
+                tracing::error!(error = %detail, "blob storage is full");
+                ApiError::new(
+                    ErrorCode::InsufficientStorage,
+                    "the registry's storage is full; nothing was stored",
+                )
             }
             other => {
                 tracing::error!(error = %other, "internal error in /packs");

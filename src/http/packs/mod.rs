@@ -264,7 +264,7 @@ async fn content(
     let (id, version) = path.into_inner();
     let (version, read) = state
         .registry
-        .read_pack_content(&id, &version, |size| range.resolve(size).ok(), None)
+        .read_pack_content(&id, &version, |size| range.resolve(size).ok())
         .await?;
     Ok(Content {
         size: read.size,

@@ -215,7 +215,7 @@ impl Registry {
 
     async fn read_small_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<u8>> {
         use futures_util::StreamExt;
-        let read = self.read_blob(repo, digest, |_| Some(None), None).await?;
+        let read = self.read_blob(repo, digest, |_| Some(None)).await?;
         let mut out = Vec::new();
         if let Some(mut body) = read.body {
             while let Some(chunk) = body.next().await {

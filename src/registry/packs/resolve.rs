@@ -8,7 +8,6 @@ use super::{
 };
 use crate::metadata::{PackFilter, PackSummaryRecord, PackVersionRecord, Page};
 use crate::registry::{BlobRead, Error, Registry, Result};
-use crate::storage::DynFileSink;
 
 impl Registry {
     /// Every dependency and member resolves to a published version, and following them
@@ -229,11 +228,10 @@ impl Registry {
         pack_id: &str,
         spec: &str,
         resolve: impl FnOnce(u64) -> Option<Option<Range<u64>>>,
-        sink: Option<DynFileSink>,
     ) -> Result<(PackVersionRecord, BlobRead)> {
         let version = self.resolve_pack_version(pack_id, spec).await?;
         let read = self
-            .read_blob(&version.repository, &version.content_digest, resolve, sink)
+            .read_blob(&version.repository, &version.content_digest, resolve)
             .await
             .map_err(|e| match e {
                 Error::BlobUnknown => Error::Internal(format!(
