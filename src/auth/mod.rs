@@ -15,6 +15,7 @@
 //!   id, verified with any configured public key (rotation, other issuers); offline
 //!   attenuation without any key. The datalog vocabulary is documented in `token.rs`.
 //! - [`hash_password`], [`verify_password`]: Argon2id PHC strings.
+//! - [`cli`]: `packs-registry user hash` and `packs-registry token …`.
 //!
 //! # Wiring it (the HTTP layer's side)
 //!
@@ -79,6 +80,7 @@
 //! ```
 
 mod authorizer;
+pub mod cli;
 mod error;
 pub mod grant;
 mod password;
