@@ -29,6 +29,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Traces (OpenTelemetry) and metrics (Prometheus).
     pub telemetry: TelemetryConfig,
+    /// Authentication and authorization.
+    pub auth: AuthConfig,
 }
 
 /// `[server]`
@@ -455,6 +457,183 @@ pub struct TelemetryConfig {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// `auth.mode`: who may do what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Open: anyone who reaches the port may pull, push and delete.
+    #[default]
+    None,
+    /// Biscuit tokens behind the Docker token flow (`/token`), users and robots with
+    /// passwords, tokens presented directly as `Bearer`.
+    Token,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `none` (open) or `token`.
+    pub mode: AuthMode,
+    /// The `service` named in challenges and expected from `/token` requests.
+    pub service: String,
+    /// The token endpoint's URL given as `realm` in challenges (`https://host/token`);
+    /// empty: derived from the request (`<scheme>://<host>/token`).
+    pub realm: String,
+    /// The root (signing) key, `ed25519-private/<hex>`; usually set as
+    /// `PACKS__AUTH__ROOT_KEY`. Give this or `root_key_file`, not both.
+    #[serde(serialize_with = "serialize_secret")]
+    pub root_key: secrecy::SecretString,
+    /// A file holding the root key (its first line that is not blank or a `#` comment).
+    pub root_key_file: PathBuf,
+    /// The root key's id, written into every token minted here; rotate by giving a new
+    /// key a new id and listing the old public key in `trusted_keys`.
+    pub key_id: u32,
+    /// Other public keys whose tokens are accepted, by key id: earlier root keys, and
+    /// other issuers using the same grant vocabulary.
+    pub trusted_keys: Vec<TrustedKeyConfig>,
+    /// Lifetime of tokens issued by `/token`, in seconds (at least 60).
+    pub token_ttl_secs: u64,
+    /// A TOML file of `[[users]]` and `[[robots]]` (same fields as inline), read at start.
+    pub users_file: PathBuf,
+    /// Users, inline.
+    pub users: Vec<AccountConfig>,
+    /// Robot accounts (for automation), inline.
+    pub robots: Vec<AccountConfig>,
+    /// Repository patterns anyone may pull without credentials (`public/`, `packs/x`).
+    pub anonymous_pull: Vec<crate::auth::RepoPattern>,
+    /// Limits of one token evaluation.
+    pub limits: RunLimitsConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::None,
+            service: "packs-registry".into(),
+            realm: String::new(),
+            root_key: secrecy::SecretString::default(),
+            root_key_file: PathBuf::new(),
+            key_id: 0,
+            trusted_keys: Vec::new(),
+            token_ttl_secs: 300,
+            users_file: PathBuf::new(),
+            users: Vec::new(),
+            robots: Vec::new(),
+            anonymous_pull: Vec::new(),
+            limits: RunLimitsConfig::default(),
+        }
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), String> {
+        use secrecy::ExposeSecret;
+        let has_key = !self.root_key.expose_secret().is_empty();
+        let has_file = !self.root_key_file.as_os_str().is_empty();
+        if has_key && has_file {
+            return Err("give auth.root_key or auth.root_key_file, not both".into());
+        }
+        if self.mode == AuthMode::Token {
+            if !has_key && !has_file {
+                return Err(
+                    "auth.mode = \"token\" needs a root key: auth.root_key_file or \
+                            PACKS__AUTH__ROOT_KEY (make one with `packs-registry token keygen`)"
+                        .into(),
+                );
+            }
+            if self.service.is_empty() {
+                return Err("auth.service must not be empty".into());
+            }
+        }
+        if has_key {
+            crate::auth::token::parse_private_key(self.root_key.expose_secret())
+                .map_err(|e| format!("auth.root_key: {e}"))?;
+        }
+        let realm = &self.realm;
+        if !(realm.is_empty() || realm.starts_with("https://") || realm.starts_with("http://")) {
+            return Err(format!(
+                "auth.realm {:?} must be an http:// or https:// URL",
+                self.realm
+            ));
+        }
+        let mut ids = std::collections::HashSet::from([self.key_id]);
+        for k in &self.trusted_keys {
+            if !ids.insert(k.key_id) {
+                return Err(format!(
+                    "auth.trusted_keys: key id {} is used twice (or is auth.key_id)",
+                    k.key_id
+                ));
+            }
+            crate::auth::token::parse_public_key(&k.public_key)
+                .map_err(|e| format!("auth.trusted_keys {}: {e}", k.key_id))?;
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.token_ttl_secs) {
+            return Err("auth.token_ttl_secs must be between 60 and 604800".into());
+        }
+        crate::auth::check_accounts(&self.users, &self.robots).map_err(|e| format!("auth: {e}"))?;
+        let l = &self.limits;
+        if l.max_facts < 100 || l.max_iterations < 10 || !(1..=10_000).contains(&l.max_time_ms) {
+            return Err(
+                "auth.limits: max_facts must be at least 100, max_iterations at \
+                        least 10, max_time_ms between 1 and 10000"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A public key whose tokens are accepted (`[[auth.trusted_keys]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    /// The root key id its tokens carry.
+    pub key_id: u32,
+    /// The public key, `ed25519/<hex>`.
+    pub public_key: String,
+    /// Who holds the private key (for people reading the file).
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A user or robot account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The login name (no `:`; unique across users and robots).
+    pub name: String,
+    /// The Argon2 PHC hash of its password (`packs-registry user hash`).
+    #[serde(serialize_with = "serialize_secret")]
+    pub password_hash: secrecy::SecretString,
+    /// What it may do: `<repository pattern>:<actions>` or `registry:catalog:*`.
+    #[serde(default)]
+    pub grants: Vec<crate::auth::Grant>,
+}
+
+/// `[auth.limits]`: bounds on evaluating one token's datalog, so that no token can cost
+/// more than this. Biscuit's own defaults (1 ms) fail valid tokens on a busy machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunLimitsConfig {
+    /// Most facts, the token's and the request's together.
+    pub max_facts: u64,
+    /// Most rule-application rounds.
+    pub max_iterations: u64,
+    /// Most wall-clock milliseconds for one evaluation.
+    pub max_time_ms: u64,
+}
+
+impl Default for RunLimitsConfig {
+    fn default() -> Self {
+        RunLimitsConfig {
+            max_facts: 10_000,
+            max_iterations: 100,
+            max_time_ms: 50,
+        }
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -541,6 +720,7 @@ impl Config {
         if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {
             return bad("storage.s3.bucket is required when storage.backend = \"s3\"".into());
         }
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(format!("log.level {:?}: {e}", self.log.level));
         }
@@ -659,6 +839,101 @@ mod tests {
             jail.set_env("PACKS__UPLOADS__MAX_SESSIONS_PER_REPOSITORY", "0");
             let c = Config::load(None).expect("loads");
             assert_eq!(c.uploads.max_sessions_per_repository, 0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature
+    fn auth_section_from_file_and_environment() {
+        use secrecy::ExposeSecret;
+        let (key, public) = crate::auth::generate_key();
+        let hash = crate::auth::hash_password("pw").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "a.toml",
+                &format!(
+                    "[auth]\nmode = \"token\"\nkey_id = 2\nanonymous_pull = [\"public/\"]\n\
+                     [[auth.trusted_keys]]\nkey_id = 1\npublic_key = \"{public}\"\n\
+                     [[auth.users]]\nname = \"alice\"\npassword_hash = '{hash}'\n\
+                     grants = [\"packs/:pull,push\", \"registry:catalog:*\"]\n\
+                     [auth.limits]\nmax_time_ms = 80\n"
+                ),
+            )?;
+            jail.set_env("PACKS__AUTH__ROOT_KEY", key.expose_secret());
+            let c = Config::load(Some(Path::new("a.toml"))).expect("loads");
+            assert_eq!(c.auth.mode, AuthMode::Token);
+            assert_eq!(c.auth.root_key.expose_secret(), key.expose_secret());
+            assert_eq!(c.auth.users[0].grants.len(), 2);
+            assert_eq!(c.auth.limits.max_time_ms, 80);
+            assert_eq!(c.auth.limits.max_facts, 10_000);
+            let shown = format!("{c:?}");
+            assert!(!shown.contains(key.expose_secret()) && !shown.contains(&hash));
+            // Without the environment's key, token mode has no key.
+            jail.clear_env();
+            let e = Config::load(Some(Path::new("a.toml"))).unwrap_err();
+            assert!(e.to_string().contains("root key"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn auth_values_are_checked() {
+        let (key, public) = crate::auth::generate_key();
+        let token = |f: &dyn Fn(&mut AuthConfig)| {
+            let mut c = Config::default();
+            c.auth.mode = AuthMode::Token;
+            c.auth.root_key = key.clone();
+            f(&mut c.auth);
+            c.validate().map_err(|e| e.to_string())
+        };
+        token(&|_| ()).unwrap();
+        let refused = [
+            token(&|a| a.root_key = "ed25519-private/00".to_string().into()),
+            token(&|a| a.root_key_file = "/k".into()),
+            token(&|a| a.service.clear()),
+            token(&|a| a.realm = "registry.example/token".into()),
+            token(&|a| a.token_ttl_secs = 30),
+            token(&|a| a.limits.max_time_ms = 0),
+            token(&|a| {
+                a.trusted_keys = vec![TrustedKeyConfig {
+                    key_id: 0,
+                    public_key: public.clone(),
+                    name: String::new(),
+                }]
+            }),
+            token(&|a| {
+                a.trusted_keys = vec![TrustedKeyConfig {
+                    key_id: 1,
+                    public_key: "ed25519/zz".into(),
+                    name: String::new(),
+                }]
+            }),
+            token(&|a| {
+                a.users = vec![AccountConfig {
+                    name: "anonymous".into(),
+                    password_hash: crate::auth::hash_password("x").unwrap().into(),
+                    grants: vec![],
+                }]
+            }),
+        ];
+        for (i, r) in refused.iter().enumerate() {
+            assert!(r.is_err(), "case {i} passed");
+        }
+        // Mode none needs no key, but a key given is still checked.
+        let mut open = Config::default();
+        open.validate().unwrap();
+        open.auth.root_key = "nonsense".to_string().into();
+        assert!(open.validate().is_err());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure signature
+    fn bad_grants_are_refused_when_loading() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("g.toml", "[auth]\nanonymous_pull = [\"public*\"]\n")?;
+            let e = Config::load(Some(Path::new("g.toml"))).unwrap_err();
+            assert!(e.to_string().contains("public*"), "{e}");
             Ok(())
         });
     }

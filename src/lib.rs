@@ -3,10 +3,12 @@
 //!
 //! Layers, dependencies pointing one way:
 //! `http` (`/v2`, `/packs`, operations) → `registry` (domain) → `storage`, `metadata`
-//! (traits and backends). `server` wires it all once at start-up.
+//! (traits and backends), with `auth` (principals, grants, tokens; no HTTP) beside them.
+//! `server` wires it all once at start-up.
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod http;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use packs_registry::telemetry::Telemetry;
-use packs_registry::{config::Config, server};
+use packs_registry::{auth, config::Config, server};
 
 #[derive(Parser)]
 #[command(name = "packs-registry", version, about = "An OCI registry for packs")]
@@ -29,6 +29,16 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// User and robot accounts.
+    User {
+        #[command(subcommand)]
+        command: auth::cli::UserCommand,
+    },
+    /// Tokens: keygen, mint, attenuate, verify.
+    Token {
+        #[command(subcommand)]
+        command: auth::cli::TokenCommand,
     },
 }
 
@@ -98,6 +108,8 @@ fn main() -> ExitCode {
             } => Config::load(Some(&file))
                 .map(|_| println!("{}: ok", file.display()))
                 .map_err(|e| format!("{}: {e}", file.display())),
+            Command::User { command } => auth::cli::run_user(command),
+            Command::Token { command } => auth::cli::run_token(command),
         }
     });
     // Off the runtimes now: flushing may block for the exporter's timeout.
