@@ -63,6 +63,30 @@ pub struct ServerConfig {
     /// Seconds that in-flight requests get to finish after SIGTERM or SIGINT; then the
     /// remaining connections are closed.
     pub shutdown_timeout_secs: u64,
+    /// Serve HTTPS with this certificate and key (`[server.tls]`); absent: plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// A TLS-terminating proxy is in front: token mode may listen on plain HTTP beyond
+    /// loopback, challenges name an `https://` realm, and `X-Forwarded-Proto` is
+    /// believed.
+    pub behind_tls_proxy: bool,
+}
+
+/// `[server.tls]`: the certificate chain and key, PEM files, read again when either
+/// file changes (certificate rotation without a restart).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (leaf first), PEM.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key: PathBuf,
+    /// Seconds between checks of the files for a new certificate.
+    #[serde(default = "default_tls_reload_secs")]
+    pub reload_interval_secs: u64,
+}
+
+fn default_tls_reload_secs() -> u64 {
+    10
 }
 
 impl Default for ServerConfig {
@@ -77,6 +101,8 @@ impl Default for ServerConfig {
             disconnect_timeout_secs: 5,
             max_connections: 0,
             shutdown_timeout_secs: 30,
+            tls: None,
+            behind_tls_proxy: false,
         }
     }
 }
@@ -494,6 +520,12 @@ pub struct AuthConfig {
     pub trusted_keys: Vec<TrustedKeyConfig>,
     /// Lifetime of tokens issued by `/token`, in seconds (at least 60).
     pub token_ttl_secs: u64,
+    /// Lifetime of the refresh tokens `POST /token` hands out with
+    /// `access_type=offline` (as `docker login` and containerd ask), in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Require the `registry:catalog:*` grant to scrape `/metrics` (it names
+    /// repositories and routes); off: `/metrics` is open like `/healthz`.
+    pub protect_metrics: bool,
     /// A TOML file of `[[users]]` and `[[robots]]` (same fields as inline), read at start.
     pub users_file: PathBuf,
     /// Users, inline.
@@ -517,6 +549,8 @@ impl Default for AuthConfig {
             key_id: 0,
             trusted_keys: Vec::new(),
             token_ttl_secs: 300,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            protect_metrics: false,
             users_file: PathBuf::new(),
             users: Vec::new(),
             robots: Vec::new(),
@@ -570,6 +604,12 @@ impl AuthConfig {
         }
         if !(60..=7 * 24 * 3600).contains(&self.token_ttl_secs) {
             return Err("auth.token_ttl_secs must be between 60 and 604800".into());
+        }
+        if !(self.token_ttl_secs..=90 * 24 * 3600).contains(&self.refresh_token_ttl_secs) {
+            return Err(
+                "auth.refresh_token_ttl_secs must be between auth.token_ttl_secs and 7776000"
+                    .into(),
+            );
         }
         crate::auth::check_accounts(&self.users, &self.robots).map_err(|e| format!("auth: {e}"))?;
         let l = &self.limits;

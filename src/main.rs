@@ -134,6 +134,12 @@ async fn serve(args: ServeArgs, telemetry: &mut Option<Telemetry>) -> Result<(),
         config.server.data_dir = dir;
     }
     init_telemetry(&config, telemetry)?;
+    let exposure = server::check_exposure(&config)?;
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listen = config.server.listen;
     let metadata = packs_registry::config::redact_url(&config.metadata_url());
     let storage = match config.storage.backend {
@@ -160,9 +166,13 @@ async fn serve(args: ServeArgs, telemetry: &mut Option<Telemetry>) -> Result<(),
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!(
-        "packs-registry {} listening on http://{bound}",
+        "packs-registry {} listening on {scheme}://{bound}",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(warning) = exposure {
+        eprintln!("WARNING: {warning}");
+        tracing::warn!("{warning}");
+    }
     println!("  metadata: {metadata}");
     println!("  blobs:    {storage}");
     tracing::info!(%bound, %metadata, %storage, "serving");

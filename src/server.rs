@@ -23,6 +23,9 @@ pub enum StartError {
     /// The blob store could not be opened.
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    /// The `[auth]` section cannot be put to use (key or users file).
+    #[error("{0}")]
+    Auth(#[from] crate::auth::SetupError),
     /// Anything else (listening socket, data folder).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -69,7 +72,9 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         max_upload_sessions_per_repository: config.uploads.max_sessions_per_repository,
         ..Limits::default()
     };
+    let auth = crate::auth::Authorizer::from_config(&config.auth)?;
     Ok(AppState {
+        auth,
         registry: Registry::new(blobs, meta, limits).with_pack_settings(PackSettings {
             prefix: config.packs.repository_prefix.clone(),
             max_content_bytes: config.packs.max_content_bytes,
@@ -124,7 +129,15 @@ pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io:
         0 => KeepAlive::Disabled,
         s => KeepAlive::Timeout(secs(s)),
     };
-    HttpServer::new(move || http::app(state.clone()))
+    let tls = match &server.tls {
+        Some(tls) => {
+            let (config, cert) = http::tls::server_config(tls).map_err(std::io::Error::other)?;
+            http::tls::spawn_reloader(cert, secs(tls.reload_interval_secs));
+            Some(config)
+        }
+        None => None,
+    };
+    let http = HttpServer::new(move || http::app(state.clone()))
         .workers(workers)
         .keep_alive(keep_alive)
         // Zero turns actix's timers off, as the configuration documents.
@@ -133,10 +146,33 @@ pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io:
         .max_connections(server.connection_limit().div_ceil(workers).max(1))
         .tcp_nodelay(true)
         .shutdown_timeout(server.shutdown_timeout_secs)
-        .shutdown_signal(shutdown_signal())
-        .listen(listener)?
-        .run()
-        .await
+        .shutdown_signal(shutdown_signal());
+    match tls {
+        Some(config) => http.listen_rustls_0_23(listener, config)?.run().await,
+        None => http.listen(listener)?.run().await,
+    }
+}
+
+/// Whether the listen address and the auth mode make a safe pair: token mode sends
+/// passwords and tokens, so it needs TLS, a TLS proxy in front, or loopback only.
+/// `Ok(Some(warning))` for an open registry reachable from elsewhere.
+pub fn check_exposure(config: &Config) -> Result<Option<String>, String> {
+    let loopback = config.server.listen.ip().is_loopback();
+    let secure = config.server.tls.is_some() || config.server.behind_tls_proxy;
+    match config.auth.mode {
+        crate::auth::AuthMode::Token if !loopback && !secure => Err(format!(
+            "auth.mode = \"token\" would send passwords and tokens in clear on {}: \
+             configure [server.tls], or set server.behind_tls_proxy = true when a \
+             TLS-terminating proxy is in front",
+            config.server.listen
+        )),
+        crate::auth::AuthMode::None if !loopback => Ok(Some(format!(
+            "auth.mode = \"none\" on {}: ANYONE WHO CAN REACH THIS ADDRESS CAN PUSH AND \
+             DELETE. Turn authentication on (auth.mode = \"token\") before exposing it.",
+            config.server.listen
+        ))),
+        _ => Ok(None),
+    }
 }
 
 /// SIGTERM (what Kubernetes and systemd send) or SIGINT (Ctrl-C): both drain.
@@ -158,4 +194,33 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_mode_needs_tls_beyond_loopback_and_an_open_registry_is_warned_about() {
+        let mut c = Config::default();
+        assert_eq!(check_exposure(&c), Ok(None), "open on loopback: fine");
+        c.server.listen = "0.0.0.0:5000".parse().unwrap();
+        let warning = check_exposure(&c).unwrap().expect("a warning");
+        assert!(warning.contains("ANYONE"), "{warning}");
+        c.auth.mode = crate::auth::AuthMode::Token;
+        let refused = check_exposure(&c).unwrap_err();
+        assert!(refused.contains("in clear"), "{refused}");
+        c.server.behind_tls_proxy = true;
+        assert_eq!(check_exposure(&c), Ok(None));
+        c.server.behind_tls_proxy = false;
+        c.server.tls = Some(crate::config::TlsConfig {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            reload_interval_secs: 10,
+        });
+        assert_eq!(check_exposure(&c), Ok(None));
+        c.server.tls = None;
+        c.server.listen = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(check_exposure(&c), Ok(None), "token mode on loopback");
+    }
 }

@@ -249,11 +249,23 @@ impl Authorizer {
     /// and the new expiry, so it keeps every restriction of the original (and its
     /// `expires_in` may overstate its life if the original expires sooner).
     pub fn issue(&self, principal: &Principal, scopes: &[Scope]) -> Result<IssuedToken, AuthError> {
+        self.issue_for(principal, scopes, self.inner.token_ttl)
+    }
+
+    /// [`Authorizer::issue`] with a lifetime of `ttl` instead of `auth.token_ttl_secs`
+    /// (the refresh token of the OAuth2 `/token` form, which outlives the access
+    /// tokens it is exchanged for).
+    pub fn issue_for(
+        &self,
+        principal: &Principal,
+        scopes: &[Scope],
+        ttl: Duration,
+    ) -> Result<IssuedToken, AuthError> {
         let Some(tokens) = &self.inner.tokens else {
             return Err(AuthError::Disabled);
         };
         let issued_at = SystemTime::now();
-        let expires = issued_at + self.inner.token_ttl;
+        let expires = issued_at + ttl;
         let token = match &principal.rights {
             Rights::Token(verified) => {
                 let grants = scopes.iter().filter_map(requested_grant).collect();
@@ -275,7 +287,7 @@ impl Authorizer {
         };
         Ok(IssuedToken {
             token,
-            expires_in: self.inner.token_ttl.as_secs(),
+            expires_in: ttl.as_secs(),
             issued_at,
         })
     }

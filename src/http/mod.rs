@@ -16,11 +16,13 @@
 //! [`ResponseError`](actix_web::ResponseError). Nothing here touches storage or
 //! metadata directly.
 
+pub mod auth;
 pub mod body;
 pub mod oci;
 pub mod ops;
 pub mod packs;
 pub mod range;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Who may do what (`[auth]`).
+    pub auth: crate::auth::Authorizer,
 }
 
 /// The handlers' view of the state.
@@ -67,6 +71,7 @@ pub fn app(
         .configure(oci::routes)
         .configure(packs::routes)
         .configure(ops::routes)
+        .configure(auth::routes)
         .wrap(actix_web::middleware::from_fn(ops::track))
 }
 

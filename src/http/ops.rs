@@ -46,6 +46,7 @@ pub struct Metrics {
     bytes_in: Counter,
     bytes_out: Counter,
     uploads: Gauge,
+    auth_failures: Family<Vec<(&'static str, &'static str)>, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,6 +65,12 @@ impl Default for Metrics {
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
         let uploads = Gauge::default();
+        let auth_failures = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Refused credentials and tokens (failed logins among them), by reason",
+            auth_failures.clone(),
+        );
         let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
         build
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
@@ -105,11 +112,31 @@ impl Default for Metrics {
             bytes_in,
             bytes_out,
             uploads,
+            auth_failures,
         }
     }
 }
 
 impl Metrics {
+    /// Counts a refused credential or token.
+    pub fn auth_failure(&self, error: &crate::auth::AuthError) {
+        use crate::auth::AuthError as E;
+        let reason = match error {
+            E::Missing => "missing",
+            E::BadCredentials => "bad_credentials",
+            E::Malformed => "malformed",
+            E::UnknownKey => "unknown_key",
+            E::Expired => "expired",
+            E::Limits => "limits",
+            E::Denied => "denied",
+            E::Disabled => "disabled",
+            E::Internal(_) => "internal",
+        };
+        self.auth_failures
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
     /// Counts an upload request in progress until the guard is dropped.
     pub fn upload_in_progress(&self) -> UploadInProgress {
         self.uploads.inc();
@@ -149,7 +176,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .get(readyz)
             .route(web::head().to(readyz)),
     )
-    .service(web::resource("/metrics").name("metrics").get(metrics));
+    .service(
+        web::resource("/metrics")
+            .name("metrics")
+            .wrap(actix_web::middleware::from_fn(guard_metrics))
+            .get(metrics),
+    );
 }
 
 async fn healthz() -> HttpResponse {
@@ -171,6 +203,33 @@ async fn readyz(state: State) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// `/metrics` needs the catalog grant when `auth.protect_metrics` is on (it names
+/// repositories' routes and the registry's activity); else it is open.
+async fn guard_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    super::auth::guard(
+        req,
+        next,
+        |req| {
+            let protect = req
+                .app_data::<State>()
+                .is_some_and(|s| s.config.auth.protect_metrics);
+            if protect {
+                super::auth::Guard::Needs(super::auth::Needs::catalog())
+            } else {
+                super::auth::Guard::Open
+            }
+        },
+        |refusal| {
+            HttpResponse::build(refusal.status())
+                .json(json!({ "error": refusal.error.to_string() }))
+        },
+    )
+    .await
 }
 
 async fn metrics(state: State) -> HttpResponse {
@@ -393,6 +452,7 @@ fn route_label(name: &str) -> Option<&'static str> {
         "healthz",
         "readyz",
         "metrics",
+        "token",
     ];
     ROUTES.iter().copied().find(|r| *r == name)
 }

@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
 
 use super::{OciError, PathDigest, Repo, UploadId, params};
 use crate::digest::{Algorithm, Digest};
+use crate::http::auth::{Caller, audit};
 use crate::http::range::{Content, RangeRequest};
 use crate::http::{QueryPairs, State, body, content_length};
 use crate::names::RepoName;
@@ -71,8 +72,10 @@ pub async fn delete(
     state: State,
     Repo(repo): Repo,
     PathDigest(digest): PathDigest,
+    caller: Caller,
 ) -> Result<HttpResponse, OciError> {
     state.registry.delete_blob(&repo, &digest).await?;
+    audit(&caller, "delete blob", repo.as_str(), "", digest.as_str());
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -121,6 +124,7 @@ pub async fn start(
     Repo(repo): Repo,
     req: HttpRequest,
     payload: web::Payload,
+    caller: Caller,
 ) -> Result<HttpResponse, OciError> {
     let query = QueryPairs::of(&req);
     if let Some(mount) = params::query_digest(&query, "mount")? {
@@ -128,6 +132,13 @@ pub async fn start(
             let from = RepoName::parse_with_limit(from, state.config.limits.max_name_length)
                 .map_err(Error::NameInvalid)?;
             if state.registry.mount_blob(&repo, &from, &mount).await? {
+                audit(
+                    &caller,
+                    "mount blob",
+                    repo.as_str(),
+                    from.as_str(),
+                    mount.as_str(),
+                );
                 return Ok(created(&repo, &mount));
             }
         }
@@ -139,6 +150,7 @@ pub async fn start(
             .registry
             .push_blob(&repo, &digest, request_body(&state, payload))
             .await?;
+        audit(&caller, "push blob", repo.as_str(), "", digest.as_str());
         return Ok(created(&repo, &digest));
     }
     let algorithm = match query.get("digest-algorithm") {
@@ -203,6 +215,7 @@ pub async fn finish(
     UploadId(id): UploadId,
     req: HttpRequest,
     payload: web::Payload,
+    caller: Caller,
 ) -> Result<HttpResponse, OciError> {
     let query = QueryPairs::of(&req);
     let digest = params::query_digest(&query, "digest")?
@@ -217,6 +230,7 @@ pub async fn finish(
         .registry
         .finish_upload(&repo, id, &digest, range, body)
         .await?;
+    audit(&caller, "push blob", repo.as_str(), "", digest.as_str());
     Ok(created(&repo, &digest))
 }
 

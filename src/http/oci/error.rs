@@ -108,6 +108,22 @@ impl OciError {
         )
     }
 
+    /// A request the authorizer refused: 401 `UNAUTHORIZED`, 403 `DENIED`, or 500.
+    pub fn refused(refusal: &crate::http::auth::Refusal) -> Self {
+        let status = refusal.status();
+        let code = match status.as_u16() {
+            401 => OciErrorCode::Unauthorized,
+            403 => OciErrorCode::Denied,
+            _ => OciErrorCode::Unknown,
+        };
+        let message = if refusal.error.is_internal() {
+            "internal server error".to_owned()
+        } else {
+            refusal.error.to_string()
+        };
+        OciError::new(status, code, message)
+    }
+
     /// The 405 of a method an endpoint does not serve.
     pub fn unsupported_method() -> Self {
         OciError::new(

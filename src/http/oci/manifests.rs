@@ -7,6 +7,7 @@ use oci_spec::distribution::{RepositoryListBuilder, TagListBuilder};
 use serde_json::{Value, json};
 
 use super::{OciError, Pagination, PathDigest, Ref, Repo};
+use crate::http::auth::{Caller, audit};
 use crate::http::{QueryPairs, State, content_length, header_text};
 use crate::names::Tag;
 use crate::registry::{Error, media_types};
@@ -102,11 +103,12 @@ async fn read_body(mut payload: web::Payload, limit: u64) -> Result<bytes::Bytes
 pub async fn put(
     state: State,
     Repo(repo): Repo,
-    reference: Ref,
+    reference_text: Ref,
     req: HttpRequest,
     payload: web::Payload,
+    caller: Caller,
 ) -> Result<HttpResponse, OciError> {
-    let reference = reference.parse()?;
+    let reference = reference_text.parse()?;
     let limit = state.registry.limits().max_manifest_bytes;
     if content_length(&req).is_some_and(|n| n > limit.saturating_add(DRAIN_LIMIT)) {
         return Err(Error::TooLarge {
@@ -131,6 +133,13 @@ pub async fn put(
             &extra_tags,
         )
         .await?;
+    audit(
+        &caller,
+        "push manifest",
+        repo.as_str(),
+        &reference_text.0,
+        pushed.digest.as_str(),
+    );
     let mut builder = HttpResponse::Created();
     builder
         .insert_header((LOCATION, format!("/v2/{repo}/manifests/{}", pushed.digest)))
@@ -150,10 +159,18 @@ pub async fn put(
 pub async fn delete(
     state: State,
     Repo(repo): Repo,
-    reference: Ref,
+    reference_text: Ref,
+    caller: Caller,
 ) -> Result<HttpResponse, OciError> {
-    let reference = reference.parse()?;
+    let reference = reference_text.parse()?;
     state.registry.delete_manifest(&repo, &reference).await?;
+    audit(
+        &caller,
+        "delete manifest",
+        repo.as_str(),
+        &reference_text.0,
+        "",
+    );
     Ok(HttpResponse::Accepted().finish())
 }
 

@@ -33,6 +33,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     let resource = |path: String, label: &'static str, allow: &'static str| {
         web::resource(path)
             .name(label)
+            .wrap(actix_web::middleware::from_fn(authorize))
             .default_service(web::to(move || unsupported(allow)))
     };
     cfg.service(
@@ -42,6 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource(["", "/"])
                     .name("v2_base")
+                    .wrap(actix_web::middleware::from_fn(authorize))
                     .route(web::get().to(base))
                     .route(web::head().to(base))
                     .default_service(web::to(|| unsupported("GET, HEAD"))),
@@ -75,6 +77,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     format!("/{NAME}/blobs/uploads"),
                 ])
                 .name("v2_upload_start")
+                .wrap(actix_web::middleware::from_fn(authorize))
                 .post(blobs::start)
                 .default_service(web::to(|| unsupported("POST"))),
             )
@@ -124,6 +127,26 @@ async fn unsupported(allow: &'static str) -> HttpResponse {
         actix_web::http::header::HeaderValue::from_static(allow),
     );
     response
+}
+
+/// Every route's guard: what the route needs, asked of the authorizer before its
+/// handler runs (see [`crate::http::auth`]); a refusal in the OCI envelope.
+async fn authorize(
+    req: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    super::auth::guard(
+        req,
+        next,
+        |req| {
+            let max = req
+                .app_data::<State>()
+                .map_or(255, |s| s.config.limits.max_name_length);
+            super::auth::oci_guard(req, max)
+        },
+        |refusal| OciError::refused(refusal).error_response(),
+    )
+    .await
 }
 
 /// A handler that panicked answers 500 in the OCI envelope (and is logged).

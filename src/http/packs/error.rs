@@ -16,6 +16,11 @@ use crate::registry::Error;
 pub enum ErrorCode {
     /// 400: the request cannot be understood (malformed JSON or multipart, bad query).
     BadRequest,
+    /// 401: credentials are missing or invalid (the answer carries a
+    /// `WWW-Authenticate` challenge).
+    Unauthorized,
+    /// 403: the caller may not do this.
+    Forbidden,
     /// 404: no such pack or version.
     NotFound,
     /// 405: the method is not served on this path.
@@ -42,6 +47,8 @@ impl ErrorCode {
     fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
@@ -79,6 +86,8 @@ pub struct ApiError {
     envelope: ErrorEnvelope,
     /// `Content-Range` for a 416.
     content_range: Option<String>,
+    /// `WWW-Authenticate` for a 401.
+    challenge: Option<String>,
     /// `Retry-After` (seconds) for a 503 that says when.
     retry_after: Option<u64>,
 }
@@ -94,7 +103,17 @@ impl ApiError {
                 },
             },
             content_range: None,
+            challenge: None,
             retry_after: None,
+        }
+    }
+
+    /// A request the authorizer refused: 401, 403, or 500.
+    pub fn refused(refusal: &crate::http::auth::Refusal) -> Self {
+        match refusal.status().as_u16() {
+            401 => ApiError::new(ErrorCode::Unauthorized, refusal.error.to_string()),
+            403 => ApiError::new(ErrorCode::Forbidden, refusal.error.to_string()),
+            _ => ApiError::new(ErrorCode::Internal, "internal server error"),
         }
     }
 
@@ -176,6 +195,14 @@ impl From<Error> for ApiError {
     }
 }
 
+impl From<crate::http::auth::Refusal> for ApiError {
+    fn from(refusal: crate::http::auth::Refusal) -> Self {
+        let mut err = ApiError::refused(&refusal);
+        err.challenge = refusal.challenge;
+        err
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -198,6 +225,9 @@ impl ResponseError for ApiError {
         }
         if let Some(secs) = self.retry_after {
             response.insert_header((RETRY_AFTER, secs.to_string()));
+        }
+        if let Some(c) = &self.challenge {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, c.as_str()));
         }
         response.json(&self.envelope)
     }

@@ -21,6 +21,7 @@ use base64::Engine;
 use futures_util::{StreamExt, TryStreamExt};
 use utoipa::OpenApi;
 
+use crate::http::auth::{Caller, Needs};
 use crate::http::range::{Content, RangeRequest};
 use crate::http::{QueryPairs, State, body};
 use crate::metadata::PackFilter;
@@ -45,6 +46,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("")
                     .name("packs_list")
+                    .wrap(actix_web::middleware::from_fn(authorize))
                     .get(list)
                     .post(publish)
                     .default_service(web::to(|| unsupported("GET, POST"))),
@@ -58,18 +60,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/{id}")
                     .name("packs_get")
+                    .wrap(actix_web::middleware::from_fn(authorize))
                     .get(get_pack)
                     .default_service(web::to(|| unsupported("GET"))),
             )
             .service(
                 web::resource("/{id}/versions")
                     .name("packs_versions")
+                    .wrap(actix_web::middleware::from_fn(authorize))
                     .get(versions)
                     .default_service(web::to(|| unsupported("GET"))),
             )
             .service(
                 web::resource("/{id}/{version}")
                     .name("packs_content")
+                    .wrap(actix_web::middleware::from_fn(authorize))
                     .get(content)
                     .route(web::head().to(content_head))
                     .delete(delete)
@@ -93,6 +98,26 @@ async fn unsupported(allow: &'static str) -> HttpResponse {
         actix_web::http::header::HeaderValue::from_static(allow),
     );
     response
+}
+
+/// Every route's guard (see [`crate::http::auth`]); a refusal in the facade's form.
+async fn authorize(
+    req: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    crate::http::auth::guard(
+        req,
+        next,
+        |req| {
+            let prefix = req
+                .app_data::<State>()
+                .map(|s| s.registry.pack_settings().prefix.clone())
+                .unwrap_or_default();
+            crate::http::auth::packs_guard(req, &prefix)
+        },
+        |refusal| ApiError::refused(refusal).error_response(),
+    )
+    .await
 }
 
 /// A handler that panicked answers 500 in the facade's error form (and is logged).
@@ -125,7 +150,11 @@ async fn recover(
         (status = 400, description = "A malformed parameter", body = ErrorEnvelope),
     )
 )]
-async fn list(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: State,
+    req: HttpRequest,
+    Caller(caller): Caller,
+) -> Result<HttpResponse, ApiError> {
     let mut filter = PackFilter::default();
     let mut cursor = None;
     let mut limit = None;
@@ -158,20 +187,42 @@ async fn list(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> 
             _ => {}
         }
     }
-    let page = state
-        .registry
-        .list_packs(&filter, cursor.as_deref(), limit)
-        .await?;
-    let next = if page.more {
-        page.items.last().map(|p| p.pack_id.clone())
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(PackList {
-        packs: page.items.into_iter().map(PackSummary::from).collect(),
-        next,
-    }))
+    // Only what the caller may pull is listed: pages are read on until one is full
+    // (a bounded number of times), and `next` continues after the last pack looked at.
+    let want = limit.unwrap_or(state.registry.pack_settings().default_page) as usize;
+    let prefix = &state.registry.pack_settings().prefix;
+    let mut packs = Vec::with_capacity(want);
+    let mut next = cursor;
+    for _ in 0..MAX_LISTING_READS {
+        let page = state
+            .registry
+            .list_packs(&filter, next.as_deref(), Some((want - packs.len()) as u32))
+            .await?;
+        next = if page.more {
+            page.items.last().map(|p| p.pack_id.clone())
+        } else {
+            None
+        };
+        packs.extend(
+            page.items
+                .into_iter()
+                .filter(|p| {
+                    state
+                        .auth
+                        .can_pull(&caller, &format!("{prefix}{}", p.pack_id))
+                })
+                .map(PackSummary::from),
+        );
+        if packs.len() >= want || next.is_none() {
+            break;
+        }
+    }
+    Ok(HttpResponse::Ok().json(PackList { packs, next }))
 }
+
+/// Pages of the index one listing reads at most while filtering out what its caller
+/// may not pull (it then answers a shorter page with `next`).
+const MAX_LISTING_READS: usize = 10;
 
 #[utoipa::path(
     get,
@@ -404,8 +455,13 @@ async fn publish(
     state: State,
     req: HttpRequest,
     payload: web::Payload,
+    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let state = &state;
+    let Caller(principal) = &caller;
+    // Which repository is written is known once the manifest part is read; a caller
+    // who can push nowhere (the anonymous one) is told to authenticate at once.
+    crate::http::auth::require(state, &req, principal, &Needs::default())?;
     let content_type = crate::http::header_text(&req, "content-type").unwrap_or_default();
     let is_multipart = content_type
         .split(';')
@@ -472,8 +528,27 @@ async fn publish(
                         return Err(multipart_error(e));
                     }
                 };
-                if staged.is_none() {
-                    state.registry.check_pack_manifest(&bytes).await?;
+                let allowed = match state.registry.pack_repository_for(&bytes) {
+                    Ok(repo) => crate::http::auth::require(
+                        state,
+                        &req,
+                        principal,
+                        &Needs::on(repo, crate::auth::Action::Push),
+                    )
+                    .map_err(ApiError::from),
+                    Err(e) => Err(e.into()),
+                };
+                let checked = match allowed {
+                    Ok(()) if staged.is_none() => state
+                        .registry
+                        .check_pack_manifest(&bytes)
+                        .await
+                        .map_err(ApiError::from),
+                    other => other,
+                };
+                if let Err(e) = checked {
+                    discard(state, staged.take()).await;
+                    return Err(e);
                 }
                 manifest = Some(bytes);
             }
@@ -493,6 +568,15 @@ async fn publish(
         }
     };
     let record = published.record;
+    if published.created {
+        crate::http::auth::audit(
+            &caller,
+            "publish pack",
+            record.repository.as_str(),
+            &record.version,
+            record.manifest_digest.as_str(),
+        );
+    }
     let mut builder = if published.created {
         let mut b = HttpResponse::Created();
         b.insert_header((

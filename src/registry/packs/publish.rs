@@ -34,6 +34,13 @@ impl Registry {
         self.checked_pack(manifest_json).await.map(|_| ())
     }
 
+    /// The repository a pack manifest publishes into, from the manifest alone (no
+    /// lookup): what the publisher must be allowed to push to.
+    pub fn pack_repository_for(&self, manifest_json: &[u8]) -> Result<RepoName> {
+        let pack = validate_manifest(manifest_json)?;
+        self.pack_repo(&pack.manifest.pack_id)
+    }
+
     async fn checked_pack(&self, manifest_json: &[u8]) -> Result<(ValidPack, RepoName)> {
         let pack = validate_manifest(manifest_json)?;
         let repo = self.pack_repo(&pack.manifest.pack_id)?;
