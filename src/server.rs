@@ -93,13 +93,11 @@ pub fn spawn_background(state: &AppState) {
         return;
     }
     let registry = state.registry.clone();
-    tokio::spawn(async move {
-        let max_age = std::time::Duration::from_secs(uploads.expire_after_secs);
-        let mut tick =
-            tokio::time::interval(std::time::Duration::from_secs(uploads.sweep_interval_secs));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
+    let every = Duration::from_secs(uploads.sweep_interval_secs);
+    let max_age = Duration::from_secs(uploads.expire_after_secs);
+    supervise("upload expiry", every, move || {
+        let registry = registry.clone();
+        async move {
             match registry.expire_uploads(max_age).await {
                 Ok(r) if r.sessions + r.orphans > 0 => {
                     tracing::info!(
@@ -112,6 +110,32 @@ pub fn spawn_background(state: &AppState) {
                 Err(e) => {
                     tracing::warn!(error = %e, "upload expiry sweep failed; retrying next interval")
                 }
+            }
+        }
+    });
+}
+
+/// Runs `round` every `every`, for as long as the process lives. A round that panics
+/// is logged and the task goes on with the next round: one bad round (a bug reached
+/// by some stored data) must not stop a sweep for good.
+pub fn supervise<F, Fut>(name: &'static str, every: Duration, mut round: F)
+where
+    F: FnMut() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    use futures_util::FutureExt;
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(panic) = std::panic::AssertUnwindSafe(round()).catch_unwind().await {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(task = name, panic = %what, "background task panicked; it runs again next interval");
             }
         }
     });
@@ -199,6 +223,27 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A round that panics does not end the task: the next round runs.
+    #[actix_web::test]
+    async fn a_supervised_task_outlives_a_panicking_round() {
+        let rounds = std::rc::Rc::new(std::cell::Cell::new(0u32));
+        let counted = rounds.clone();
+        supervise("test", Duration::from_millis(5), move || {
+            let counted = counted.clone();
+            async move {
+                counted.set(counted.get() + 1);
+                if counted.get() == 1 {
+                    panic!("the first round fails");
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rounds.get() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the task stopped");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 
     #[test]
     fn token_mode_needs_tls_beyond_loopback_and_an_open_registry_is_warned_about() {

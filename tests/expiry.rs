@@ -51,15 +51,32 @@ async fn sweeps_abandoned_sessions(backend: StorageBackend) {
         StatusCode::NO_CONTENT
     );
 
-    // An orphan: parts on disk with no session (a replica died mid-push).
-    let orphan_dir = app
-        .storage_path()
-        .join("uploads")
-        .join(uuid::Uuid::new_v4().to_string());
-    if backend == StorageBackend::Fs {
-        std::fs::create_dir_all(&orphan_dir).unwrap();
-        std::fs::write(orphan_dir.join("000000.x"), b"left behind").unwrap();
-    }
+    // An orphan: parts stored for an upload whose session row is gone (a replica
+    // died between removing the row and the parts). Made on every backend the same
+    // way: a second session gets a chunk, then its row is deleted behind the
+    // registry's back.
+    let (_, orphan) = call(&app, Method::POST, "/v2/packs/x/blobs/uploads/", vec![]).await;
+    let (status, _) = call(&app, Method::PATCH, &orphan, b"left behind".to_vec()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let orphan_id = orphan.rsplit('/').next().unwrap().to_owned();
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        app.data_dir().join("metadata.db").display()
+    ))
+    .await
+    .unwrap();
+    let removed = sqlx::query("DELETE FROM uploads WHERE id = ?")
+        .bind(&orphan_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(removed.rows_affected(), 1);
+    let orphan_dir = app.storage_path().join("uploads").join(&orphan_id);
+    assert_eq!(
+        orphan_dir.exists(),
+        backend == StorageBackend::Fs,
+        "the parts are stored"
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let report = state
@@ -68,11 +85,7 @@ async fn sweeps_abandoned_sessions(backend: StorageBackend) {
         .await
         .unwrap();
     assert_eq!(report.sessions, 1);
-    assert_eq!(
-        report.orphans,
-        usize::from(backend == StorageBackend::Fs),
-        "only the filesystem case planted an orphan"
-    );
+    assert_eq!(report.orphans, 1, "the orphaned parts were swept");
     assert_eq!(
         call(&app, Method::GET, &location, vec![]).await.0,
         StatusCode::NOT_FOUND

@@ -43,13 +43,10 @@ async fn ready_when_both_dependencies_are(backend: Backend) {
     }
 }
 
-/// Replaces the error text, which names a temporary path, after checking it.
-fn redact_storage_error(mut body: serde_json::Value, must_mention: &str) -> serde_json::Value {
-    let error = body["checks"]["storage"]["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no storage error in {body}"));
-    assert!(error.contains(must_mention), "{error}");
-    body["checks"]["storage"]["error"] = "[error]".into();
+/// The answer names no path, host or user: only each dependency and its state (the
+/// reason goes to the log).
+fn no_detail(body: serde_json::Value, secret: &str) -> serde_json::Value {
+    assert!(!body.to_string().contains(secret), "{body}");
     body
 }
 
@@ -61,7 +58,7 @@ async fn not_ready_when_the_blob_folder_is_removed() {
 
     let r = app.get("/readyz").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    let body = redact_storage_error(r.json(), &blobs.display().to_string());
+    let body = no_detail(r.json(), &blobs.display().to_string());
     assert_json_snapshot!(body, @r#"
         {
           "checks": {
@@ -69,7 +66,6 @@ async fn not_ready_when_the_blob_folder_is_removed() {
               "status": "ok"
             },
             "storage": {
-              "error": "[error]",
               "status": "unavailable"
             }
           },
@@ -93,7 +89,7 @@ async fn not_ready_when_the_blob_folder_is_unwritable() {
 
     let r = app.get("/readyz").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    let body = redact_storage_error(r.json(), "Not a directory");
+    let body = no_detail(r.json(), "Not a directory");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["checks"]["storage"]["status"], "unavailable");
     assert_eq!(

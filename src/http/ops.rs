@@ -188,15 +188,21 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Readiness: each dependency's name and state. Why one is unavailable (paths, hosts,
+/// database users) goes to the log only: the probe is often reachable by anyone.
 async fn readyz(state: State) -> HttpResponse {
     let checks = state.registry.readiness().await;
     let ready = checks.iter().all(|c| c.error.is_none());
+    for c in &checks {
+        if let Some(e) = &c.error {
+            tracing::warn!(dependency = c.name, error = %e, "not ready");
+        }
+    }
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
-        "checks": checks.iter().map(|c| (c.name.to_owned(), match &c.error {
-            None => json!({ "status": "ok" }),
-            Some(e) => json!({ "status": "unavailable", "error": e }),
-        })).collect::<serde_json::Map<_, _>>(),
+        "checks": checks.iter().map(|c| (c.name.to_owned(), json!({
+            "status": if c.error.is_none() { "ok" } else { "unavailable" },
+        }))).collect::<serde_json::Map<_, _>>(),
     });
     if ready {
         HttpResponse::Ok().json(body)
