@@ -29,6 +29,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Traces (OpenTelemetry) and metrics (Prometheus).
     pub telemetry: TelemetryConfig,
+    /// Tag rules.
+    pub tags: TagsConfig,
     /// Authentication and authorization.
     pub auth: AuthConfig,
 }
@@ -453,6 +455,27 @@ impl Default for LogConfig {
     }
 }
 
+/// `[tags]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TagsConfig {
+    /// Repositories whose version tags (semver, `_` standing for `+`) are immutable:
+    /// once a version tag points at a manifest, no push moves it (409); deleting it
+    /// takes the delete grant. Each entry is a repository name, a prefix ending in
+    /// `/`, or `*`. By default the packs prefix, so a released pack version never
+    /// changes under a TaskRunner that pinned it; list the prefix you set in
+    /// `packs.repository_prefix` if you change it.
+    pub immutable: Vec<String>,
+}
+
+impl Default for TagsConfig {
+    fn default() -> Self {
+        TagsConfig {
+            immutable: vec!["packs/".into()],
+        }
+    }
+}
+
 /// Where traces go: the OTLP protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OtlpProtocol {
@@ -478,8 +501,8 @@ pub struct TelemetryConfig {
     /// The `service.name` resource attribute; empty: `OTEL_SERVICE_NAME`, else
     /// `packs-registry`. Other attributes come from `OTEL_RESOURCE_ATTRIBUTES`.
     pub service_name: String,
-    /// Serve `/metrics` on this address of its own as well as on the main listener
-    /// (for a scraper on an internal network); empty: the main listener only.
+    /// Serve `/metrics` on this address of its own instead of the main listener (for a
+    /// scraper on an internal network); unset: on the main listener.
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -718,6 +741,16 @@ impl Config {
         }
         if self.server.shutdown_timeout_secs > 3600 {
             return bad("server.shutdown_timeout_secs must be at most 3600".into());
+        }
+        for pattern in &self.tags.immutable {
+            let valid = pattern == "*"
+                || crate::names::RepoName::parse(pattern.trim_end_matches('/')).is_ok();
+            if !valid {
+                return bad(format!(
+                    "tags.immutable: {pattern:?} must be a repository name, a prefix \
+                     ending in '/', or *"
+                ));
+            }
         }
         if self.limits.max_tags_per_push < 10 {
             return bad("limits.max_tags_per_push must be at least 10".into());

@@ -68,6 +68,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         max_blob_bytes: config.limits.max_blob_bytes,
         max_page: config.limits.max_page_size,
         max_tags_per_push: config.limits.max_tags_per_push,
+        immutable_tags: config.tags.immutable.clone(),
         max_upload_sessions: config.uploads.max_sessions,
         max_upload_sessions_per_repository: config.uploads.max_sessions_per_repository,
         ..Limits::default()
@@ -161,6 +162,22 @@ pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io:
         }
         None => None,
     };
+    // `/metrics` on a listener of its own, stopped with the main one.
+    let metrics = match state.config.telemetry.metrics_listen {
+        Some(addr) => {
+            let state = state.clone();
+            let server = HttpServer::new(move || http::metrics_app(state.clone()))
+                .workers(1)
+                .disable_signals()
+                .bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("metrics on {addr}: {e}")))?
+                .run();
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            Some(handle)
+        }
+        None => None,
+    };
     let http = HttpServer::new(move || http::app(state.clone()))
         .workers(workers)
         .keep_alive(keep_alive)
@@ -171,10 +188,14 @@ pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io:
         .tcp_nodelay(true)
         .shutdown_timeout(server.shutdown_timeout_secs)
         .shutdown_signal(shutdown_signal());
-    match tls {
+    let served = match tls {
         Some(config) => http.listen_rustls_0_23(listener, config)?.run().await,
         None => http.listen(listener)?.run().await,
+    };
+    if let Some(metrics) = metrics {
+        metrics.stop(true).await;
     }
+    served
 }
 
 /// Whether the listen address and the auth mode make a safe pair: token mode sends

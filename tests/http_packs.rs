@@ -26,6 +26,7 @@ crate::on_both_backends!(
     nul_characters_are_refused_not_failed,
     malformed_dates_are_refused_not_panics,
     failed_publishes_leave_nothing,
+    released_versions_are_immutable,
 );
 
 const PACK_CONFIG: &str = "application/vnd.stellaops.pack.config.v1+json";
@@ -909,15 +910,85 @@ async fn v2_pushed_packs_appear_and_disappear(backend: Backend) {
     api_error(&app.get("/packs/orased").await, StatusCode::NOT_FOUND);
     assert_eq!(listed(&app, "").await, Vec::<String>::new());
 
-    // A tag moved through /v2 to something else takes the version away.
+    // A version tag cannot be moved through /v2 (see
+    // released_versions_are_immutable); deleted first, its version goes, and a pack
+    // pushed over the tag re-appears.
     published(&app, &manifest("moved", "1.0.0", "task", json!({})), b"m").await;
+    let r = app.delete("/v2/packs/moved/manifests/1.0.0").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
     app.push_image("packs/moved", "1.0.0", b"an image, not a pack")
         .await;
     api_error(&app.get("/packs/moved").await, StatusCode::NOT_FOUND);
-    // And a pack pushed over a /v2 tag re-appears.
+    let r = app.delete("/v2/packs/moved/manifests/1.0.0").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
     let cfg = serde_json::to_vec(&manifest("moved", "1.0.0", "task", json!({}))).unwrap();
     push_v2_pack(&app, "moved", "1.0.0", &cfg, b"m2", None).await;
     assert_eq!(latest(&app, "moved").await, "1.0.0");
+}
+
+/// A released pack version never changes under whoever pinned it: pushing other
+/// content to its tag through /v2 is refused (409, naming the tag), /packs and /v2
+/// keep serving the released bytes, pushing the same manifest again is a no-op, and
+/// other tags of the repository still move.
+async fn released_versions_are_immutable(backend: Backend) {
+    let app = TestApp::with_backend(backend).await;
+    let released = published(
+        &app,
+        &manifest("policy-baseline", "1.0.0", "policy", json!({})),
+        b"released rules",
+    )
+    .await;
+    let original = app
+        .get("/v2/packs/policy-baseline/manifests/1.0.0")
+        .await
+        .body;
+    // Another manifest (a layer swapped for other bytes) onto the version's tag.
+    let cfg =
+        serde_json::to_vec(&manifest("policy-baseline", "1.0.0", "policy", json!({}))).unwrap();
+    let config = app.push_blob("packs/policy-baseline", &cfg).await;
+    let layer = app.push_blob("packs/policy-baseline", b"other rules").await;
+    let body = image_manifest(
+        OCI_MANIFEST,
+        (PACK_CONFIG, &config, cfg.len()),
+        &[(PACK_CONTENT, &layer, 11)],
+    );
+    let r = app
+        .put_manifest("packs/policy-baseline", "1.0.0", Some(OCI_MANIFEST), &body)
+        .await;
+    let error = r.error(StatusCode::CONFLICT);
+    assert_eq!(error["errors"][0]["code"], "DENIED");
+    let message = error["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tag 1.0.0 of packs/policy-baseline is immutable"),
+        "{message}"
+    );
+    // Nothing moved: both APIs serve the released version.
+    let pack = app.get("/packs/policy-baseline/1.0.0").await;
+    assert_eq!(pack.body.as_ref(), b"released rules");
+    assert_eq!(
+        app.get("/packs/policy-baseline").await.json()["pack"]["manifestDigest"],
+        released["manifestDigest"]
+    );
+    let r = app.get("/v2/packs/policy-baseline/manifests/1.0.0").await;
+    assert!(r.body == original);
+    // The same manifest again: fine. A mutable tag (`latest`) moves as before.
+    let r = app
+        .put_manifest(
+            "packs/policy-baseline",
+            "1.0.0",
+            Some(OCI_MANIFEST),
+            &original,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    app.push_manifest("packs/policy-baseline", "latest", OCI_MANIFEST, &original)
+        .await;
+    app.push_manifest("packs/policy-baseline", "latest", OCI_MANIFEST, &body)
+        .await;
+    // With `tags.immutable` emptied, version tags move again.
+    let open = TestApp::build(backend, |c| c.tags.immutable.clear()).await;
+    open.push_image("packs/x", "1.0.0", b"one").await;
+    open.push_image("packs/x", "1.0.0", b"two").await;
 }
 
 async fn malformed_v2_packs_are_stored_not_indexed(backend: Backend) {

@@ -469,3 +469,30 @@ async fn metrics_move_by_what_requests_did() {
         1.0
     );
 }
+
+/// With `telemetry.metrics_listen`, `/metrics` is served on that address and no
+/// longer on the main listener.
+#[tokio::test]
+async fn metrics_on_a_listener_of_their_own() {
+    let port = prod::free_port();
+    let server = Server::start(&[(
+        "PACKS__TELEMETRY__METRICS_LISTEN",
+        format!("127.0.0.1:{port}"),
+    )])
+    .await;
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("packs_registry_build_info")
+    );
+    let r = http.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -2190,7 +2190,7 @@ async fn seed_packs(url: &str, n: usize) -> R<()> {
                     &[tag],
                     &pack,
                     false,
-                    &[],
+                    &[], &[],
                 )
                 .await
                 .map_err(err("put_pack_manifest"))?;

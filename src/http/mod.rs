@@ -50,6 +50,24 @@ pub struct AppState {
 /// The handlers' view of the state.
 pub type State = web::Data<AppState>;
 
+/// The listener of `telemetry.metrics_listen`: `/metrics` alone.
+pub fn metrics_app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(ops::metrics_routes)
+        .wrap(actix_web::middleware::from_fn(ops::track))
+}
+
 /// The whole application: `/v2`, `/packs`, the operations endpoints, and the
 /// middleware every request passes (metrics and logging outermost, then panic
 /// recovery inside each API's scope). The server and the in-process tests both build
@@ -65,12 +83,13 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let metrics_here = state.config.telemetry.metrics_listen.is_none();
     let data = web::Data::new(state);
     App::new()
         .app_data(data.clone())
         .configure(oci::routes)
         .configure(packs::routes)
-        .configure(ops::routes)
+        .configure(move |cfg| ops::routes(cfg, metrics_here))
         .configure(auth::routes)
         .wrap(actix_web::middleware::from_fn(ops::track))
 }

@@ -161,8 +161,9 @@ impl Drop for UploadInProgress {
     }
 }
 
-/// Registers `/healthz`, `/readyz` and `/metrics`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Registers `/healthz`, `/readyz` and, when `with_metrics` (no listener of its own,
+/// `telemetry.metrics_listen`), `/metrics`.
+pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     // Load balancers probe with GET or HEAD.
     cfg.service(
         web::resource("/healthz")
@@ -175,8 +176,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .name("readyz")
             .get(readyz)
             .route(web::head().to(readyz)),
-    )
-    .service(
+    );
+    if with_metrics {
+        cfg.configure(metrics_routes);
+    }
+}
+
+/// Registers `/metrics` alone (the main application, or the listener of
+/// `telemetry.metrics_listen`).
+pub fn metrics_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
         web::resource("/metrics")
             .name("metrics")
             .wrap(actix_web::middleware::from_fn(guard_metrics))

@@ -64,6 +64,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "uploads by repo",
         include_str!("../../migrations/sqlite/0005_uploads_by_repo.sql"),
     ),
+    (
+        6,
+        "immutable tags",
+        include_str!("../../migrations/sqlite/0006_immutable_tags.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations, `migrations/postgres`.
@@ -92,6 +97,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "uploads by repo",
         include_str!("../../migrations/postgres/0005_uploads_by_repo.sql"),
+    ),
+    (
+        6,
+        "immutable tags",
+        include_str!("../../migrations/postgres/0006_immutable_tags.sql"),
     ),
 ];
 

@@ -45,6 +45,10 @@ pub enum MetadataError {
     /// A new upload session was refused: this cap on open sessions is reached.
     #[error("too many upload sessions open ({0:?})")]
     CapReached(SessionCap),
+    /// A push would have moved an immutable tag to another manifest; nothing of the
+    /// push was stored.
+    #[error("a tag of this push is immutable")]
+    TagImmutable,
     /// A stored value could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -66,6 +70,10 @@ impl From<sqlx::Error> for MetadataError {
             }
             sqlx::Error::Database(ref d) if sql::busy(d.as_ref()) => {
                 MetadataError::Busy(e.to_string())
+            }
+            // Raised by the `tags_immutable` trigger of both dialects.
+            sqlx::Error::Database(ref d) if d.message().contains("immutable tag") => {
+                MetadataError::TagImmutable
             }
             sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
                 MetadataError::Corrupt(e.to_string())
@@ -229,13 +237,18 @@ pub trait ManifestIndex: Send + Sync {
 
     /// Stores a manifest with what it references and points `tags` at it, in one
     /// transaction. Re-putting an existing digest is idempotent (tags still move). A
-    /// tag that moves away from a manifest takes its pack index row with it.
+    /// tag that moves away from a manifest takes its pack index row with it. The tags
+    /// also listed in `immutable` are marked so, and no push ever moves a marked tag
+    /// (nor one of `immutable`) to another manifest: such a push stores nothing and
+    /// is [`MetadataError::TagImmutable`], also when it races another push creating
+    /// the tag. Deleting a marked tag is allowed.
     async fn put_manifest(
         &self,
         repo: &RepoName,
         manifest: &ManifestRecord,
         references: &[(Digest, ReferenceKind)],
         tags: &[Tag],
+        immutable: &[Tag],
     ) -> Result<()>;
 
     /// A manifest by digest.
@@ -394,6 +407,8 @@ pub trait PackIndex: Send + Sync {
     /// `create_only`, fails with [`MetadataError::Conflict`] (storing nothing) when the
     /// version is already indexed or its tag already exists.
     ///
+    /// `immutable` as for [`ManifestIndex::put_manifest`].
+    ///
     /// `link` lists blobs, `(digest, size)`, whose verified bytes are durable but which
     /// are not indexed yet (a publish's content and config): they are recorded and
     /// linked into `repo` (creating it) in the same transaction, so that a publish that
@@ -408,6 +423,7 @@ pub trait PackIndex: Send + Sync {
         pack: &PackVersionRecord,
         create_only: bool,
         link: &[(Digest, u64)],
+        immutable: &[Tag],
     ) -> Result<()>;
 
     /// Packs matching `filter` whose id is after `after`, ordered by id, at most `n`.

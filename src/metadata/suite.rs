@@ -133,7 +133,7 @@ fn advanced(upload: &UploadRecord, id: &str, size: u64) -> UploadRecord {
 
 /// Puts `m` into `r` with no references and `tag_names`.
 async fn put(s: &dyn MetadataStore, r: &RepoName, m: &ManifestRecord, tag_names: &[&str]) {
-    s.put_manifest(r, m, &[], &tags(tag_names))
+    s.put_manifest(r, m, &[], &tags(tag_names), &[])
         .await
         .expect("put_manifest");
 }
@@ -304,7 +304,7 @@ pub(crate) async fn put_and_get_manifests(s: &dyn MetadataStore) {
     let (r, other) = (repo("packs/policy-a"), repo("packs/policy-b"));
     let m = manifest("one");
     assert_eq!(s.get_manifest(&r, &m.digest).await.unwrap(), None);
-    s.put_manifest(&r, &m, &refs("one"), &tags(&["v1", "latest"]))
+    s.put_manifest(&r, &m, &refs("one"), &tags(&["v1", "latest"]), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -334,7 +334,7 @@ pub(crate) async fn put_and_get_manifests(s: &dyn MetadataStore) {
     bare.digest = Digest::of(Algorithm::Sha512, &body);
     bare.body = Bytes::from(body);
     bare.created_at = i64::from(u32::MAX) * 1000;
-    s.put_manifest(&r, &bare, &[], &[]).await.unwrap();
+    s.put_manifest(&r, &bare, &[], &[], &[]).await.unwrap();
     assert_eq!(s.get_manifest(&r, &bare.digest).await.unwrap(), Some(bare));
 
     // The same manifest in another repository is a separate record.
@@ -352,10 +352,10 @@ pub(crate) async fn put_and_get_manifests(s: &dyn MetadataStore) {
 pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(s: &dyn MetadataStore) {
     let r = repo("packs/moving");
     let (m1, m2) = (manifest("m1"), manifest("m2"));
-    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["latest", "v1"]))
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["latest", "v1"]), &[])
         .await
         .unwrap();
-    s.put_manifest(&r, &m2, &refs("m2"), &tags(&["latest", "v2"]))
+    s.put_manifest(&r, &m2, &refs("m2"), &tags(&["latest", "v2"]), &[])
         .await
         .unwrap();
     assert_eq!(by_tag(s, &r, "latest").await, Some(m2.digest.clone()));
@@ -363,7 +363,7 @@ pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(s: &dyn MetadataSt
     assert_eq!(by_tag(s, &r, "v2").await, Some(m2.digest.clone()));
 
     // Re-put m1: idempotent, and `latest` moves back.
-    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["latest"]))
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["latest"]), &[])
         .await
         .unwrap();
     assert_eq!(by_tag(s, &r, "latest").await, Some(m1.digest.clone()));
@@ -378,8 +378,10 @@ pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(s: &dyn MetadataSt
     assert_eq!(all_tags(s, &r, 10).await, ["latest", "v1", "v2"]);
 
     // No tags, and a tag listed twice, are both fine.
-    s.put_manifest(&r, &m2, &refs("m2"), &[]).await.unwrap();
-    s.put_manifest(&r, &m2, &refs("m2"), &tags(&["v3", "v3"]))
+    s.put_manifest(&r, &m2, &refs("m2"), &[], &[])
+        .await
+        .unwrap();
+    s.put_manifest(&r, &m2, &refs("m2"), &tags(&["v3", "v3"]), &[])
         .await
         .unwrap();
     assert_eq!(by_tag(s, &r, "v3").await, Some(m2.digest.clone()));
@@ -418,15 +420,17 @@ pub(crate) async fn delete_manifest_removes_tags_and_references(s: &dyn Inspect)
     for (d, _) in refs("m1") {
         s.link_blob(&r, &d, 10).await.unwrap();
     }
-    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["v1", "latest"]))
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["v1", "latest"]), &[])
         .await
         .unwrap();
-    s.put_manifest(&r, &m2, &refs("m2")[..2], &tags(&["v2"]))
+    s.put_manifest(&r, &m2, &refs("m2")[..2], &tags(&["v2"]), &[])
         .await
         .unwrap();
     assert_eq!(s.reference_rows(r.as_str()).await, 5);
     // Re-putting does not duplicate references.
-    s.put_manifest(&r, &m1, &refs("m1"), &[]).await.unwrap();
+    s.put_manifest(&r, &m1, &refs("m1"), &[], &[])
+        .await
+        .unwrap();
     assert_eq!(s.reference_rows(r.as_str()).await, 5);
 
     assert!(s.delete_manifest(&r, &m1.digest).await.unwrap());
@@ -457,7 +461,7 @@ pub(crate) async fn delete_manifest_removes_tags_and_references(s: &dyn Inspect)
     );
 
     // It can be pushed again, references and all.
-    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["v1"]))
+    s.put_manifest(&r, &m1, &refs("m1"), &tags(&["v1"]), &[])
         .await
         .unwrap();
     assert_eq!(s.reference_rows(r.as_str()).await, 5);
@@ -970,7 +974,7 @@ pub(crate) async fn concurrent_pushes(s: &dyn MetadataStore) {
         let pushes = ms
             .iter()
             .zip(&tag_sets)
-            .map(|(m, t)| s.put_manifest(&r, m, &[], t));
+            .map(|(m, t)| s.put_manifest(&r, m, &[], t, &[]));
         let shared = [blob("shared 0"), blob("shared 1")];
         let links = (0..6).map(|i| s.link_blob(&r, &shared[i % 2], 1));
         let (pushed, linked) = futures_util::future::join(
@@ -1059,6 +1063,7 @@ async fn publish(s: &dyn MetadataStore, id: &str, version: &str) -> PackVersionR
         &p,
         false,
         &[],
+        &[],
     )
     .await
     .expect("put_pack_manifest");
@@ -1121,6 +1126,7 @@ pub(crate) async fn packs_round_trip(s: &dyn MetadataStore) {
         std::slice::from_ref(&p2.tag),
         &p2,
         false,
+        &[],
         &[],
     )
     .await
@@ -1198,6 +1204,7 @@ pub(crate) async fn packs_follow_tags_and_manifests(s: &dyn MetadataStore) {
         &manifest("follow@3.0.0"),
         &[],
         std::slice::from_ref(&d.tag),
+        &[],
     )
     .await
     .unwrap();
@@ -1229,6 +1236,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
             &again,
             true,
             &[],
+            &[],
         )
         .await
         .unwrap_err();
@@ -1248,7 +1256,16 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let m2 = manifest("once 2");
     let v2 = pack_row("once", "2.0.0", &m2, "a");
     let e = s
-        .put_pack_manifest(r, &m2, &[], std::slice::from_ref(&v2.tag), &v2, true, &[])
+        .put_pack_manifest(
+            r,
+            &m2,
+            &[],
+            std::slice::from_ref(&v2.tag),
+            &v2,
+            true,
+            &[],
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, MetadataError::Conflict), "{e:?}");
@@ -1262,6 +1279,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
         std::slice::from_ref(&v3.tag),
         &v3,
         true,
+        &[],
         &[],
     )
     .await
@@ -1289,6 +1307,7 @@ pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
         &p,
         true,
         &[(content.clone(), 5 << 32), (config.clone(), 3)],
+        &[],
     )
     .await
     .unwrap();
@@ -1313,6 +1332,7 @@ pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
             &again,
             true,
             &[(loser.clone(), 7)],
+            &[],
         )
         .await
         .unwrap_err();
@@ -1335,6 +1355,7 @@ pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
             &v,
             true,
             &[(loser.clone(), 7)],
+            &[],
         )
         .await
         .unwrap_err();
@@ -1385,6 +1406,7 @@ pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
                     &p,
                     false,
                     &[],
+                    &[],
                 )
                 .await
             }
@@ -1394,7 +1416,7 @@ pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
             let p = pack_row("race", "1.0.0", &m, "b");
             async move {
                 match s
-                    .put_pack_manifest(r, &m, &[], std::slice::from_ref(&p.tag), &p, true, &[])
+                    .put_pack_manifest(r, &m, &[], std::slice::from_ref(&p.tag), &p, true, &[], &[])
                     .await
                 {
                     Err(MetadataError::Conflict) => Ok(()),
@@ -1407,7 +1429,7 @@ pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
             (0..2).map(|_| async { s.delete_pack_version("race", "1.0.0").await.map(drop) });
         let moves = (0..4).map(|i| {
             let m = manifest(&format!("race plain {round} {i}"));
-            async move { s.put_manifest(r, &m, &[], &tags(&["1.0.0"])).await }
+            async move { s.put_manifest(r, &m, &[], &tags(&["1.0.0"]), &[]).await }
         });
         let results = futures_util::future::join5(
             futures_util::future::join_all(pushes),
@@ -1435,6 +1457,83 @@ pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
     }
 }
 
+/// A tag pushed as immutable never moves to another manifest (the same manifest again
+/// is fine, other tags move as before); deleting it frees it; a tag written before it
+/// was immutable cannot be moved by a push that marks it; and of concurrent pushes
+/// creating one immutable tag with different manifests exactly one wins.
+pub(crate) async fn immutable_tags(s: &dyn MetadataStore) {
+    let r = repo("packs/frozen");
+    let (m1, m2) = (manifest("frozen one"), manifest("frozen two"));
+    let v1 = tags(&["1.0.0"]);
+    s.put_manifest(&r, &m1, &[], &tags(&["1.0.0", "latest"]), &v1)
+        .await
+        .unwrap();
+    let moved = s
+        .put_manifest(&r, &m2, &[], &tags(&["1.0.0", "latest"]), &v1)
+        .await;
+    assert!(
+        matches!(moved, Err(MetadataError::TagImmutable)),
+        "{moved:?}"
+    );
+    // Nothing of the refused push was stored: not the manifest, not "latest".
+    assert_eq!(s.get_manifest(&r, &m2.digest).await.unwrap(), None);
+    assert_eq!(by_tag(s, &r, "latest").await, Some(m1.digest.clone()));
+    // Without the marking on this push, the mark on the row still holds.
+    let moved = s.put_manifest(&r, &m2, &[], &v1, &[]).await;
+    assert!(
+        matches!(moved, Err(MetadataError::TagImmutable)),
+        "{moved:?}"
+    );
+    // The same manifest again, and a mutable tag moving, are fine.
+    s.put_manifest(&r, &m1, &[], &v1, &v1).await.unwrap();
+    s.put_manifest(&r, &m2, &[], &tags(&["latest"]), &[])
+        .await
+        .unwrap();
+    assert_eq!(by_tag(s, &r, "latest").await, Some(m2.digest.clone()));
+    assert_eq!(by_tag(s, &r, "1.0.0").await, Some(m1.digest.clone()));
+    // Deleted, it can be set again.
+    assert!(s.delete_tag(&r, &tag("1.0.0")).await.unwrap());
+    s.put_manifest(&r, &m2, &[], &v1, &v1).await.unwrap();
+    assert_eq!(by_tag(s, &r, "1.0.0").await, Some(m2.digest.clone()));
+    // A tag written mutable is protected once a push marks it.
+    s.put_manifest(&r, &m1, &[], &tags(&["2.0.0"]), &[])
+        .await
+        .unwrap();
+    let marked = s
+        .put_manifest(&r, &m2, &[], &tags(&["2.0.0"]), &tags(&["2.0.0"]))
+        .await;
+    assert!(
+        matches!(marked, Err(MetadataError::TagImmutable)),
+        "{marked:?}"
+    );
+    // Concurrent creators of one immutable tag: one wins, the rest are refused.
+    let candidates: Vec<ManifestRecord> = (0..6).map(|i| manifest(&format!("racer {i}"))).collect();
+    let v3 = tags(&["3.0.0"]);
+    let results = futures_util::future::join_all(
+        candidates
+            .iter()
+            .map(|m| s.put_manifest(&r, m, &[], &v3, &v3)),
+    )
+    .await;
+    let winners: Vec<&ManifestRecord> = candidates
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for r in &results {
+        assert!(
+            matches!(r, Ok(()) | Err(MetadataError::TagImmutable)),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        by_tag(s, &r, "3.0.0").await,
+        Some(winners[0].digest.clone())
+    );
+}
+
 /// Of concurrent create-only publishes of one new version, exactly one succeeds and
 /// the tag names its manifest; the others are refused and store nothing.
 pub(crate) async fn packs_create_only_race(s: &dyn MetadataStore) {
@@ -1449,7 +1548,7 @@ pub(crate) async fn packs_create_only_race(s: &dyn MetadataStore) {
             })
             .collect();
         let results = futures_util::future::join_all(candidates.iter().map(|(m, p)| {
-            s.put_pack_manifest(&r, m, &[], std::slice::from_ref(&p.tag), p, true, &[])
+            s.put_pack_manifest(&r, m, &[], std::slice::from_ref(&p.tag), p, true, &[], &[])
         }))
         .await;
         let mut winners = Vec::new();
@@ -1513,6 +1612,7 @@ pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
             std::slice::from_ref(&p.tag),
             &p,
             false,
+            &[],
             &[],
         )
         .await
@@ -1614,7 +1714,8 @@ macro_rules! metadata_suite {
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
             packs_create_only, packs_link_blobs_with_the_manifest, packs_list_filter_and_search,
-            packs_concurrent_versions, packs_race_tag_deletes_and_moves, packs_create_only_race);
+            packs_concurrent_versions, packs_race_tag_deletes_and_moves, packs_create_only_race,
+            immutable_tags);
     };
     (@cases $open:path; $attr:meta; $($case:ident),* $(,)?) => {
         $(
@@ -1673,6 +1774,7 @@ mod sqlite_file {
                         &p,
                         true,
                         &[],
+                        &[],
                     )
                     .await;
                 let linked = s
@@ -1720,12 +1822,75 @@ mod sqlite_file {
             .run(&old)
             .await
             .expect("migrate to version 2");
+        // Rows as a version 2 registry wrote them (its own columns, by hand: today's
+        // statements write columns later versions added).
+        for version in ["1.0.0", "2.0.0-rc.1"] {
+            let m = super::manifest(&format!("old@{version}"));
+            let p = super::pack_row("old", version, &m, "a");
+            for (sql, binds) in [
+                (
+                    "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?, 0)",
+                    vec![p.repository.as_str().to_owned()],
+                ),
+                (
+                    "INSERT INTO manifests (repo, digest, media_type, size, body, created_at)
+                     VALUES (?, ?, ?, 1, x'00', 0)",
+                    vec![
+                        p.repository.as_str().to_owned(),
+                        m.digest.as_str().to_owned(),
+                        m.media_type.clone(),
+                    ],
+                ),
+                (
+                    "INSERT INTO tags (repo, name, manifest_digest, updated_at)
+                     VALUES (?, ?, ?, 0)",
+                    vec![
+                        p.repository.as_str().to_owned(),
+                        p.tag.as_str().to_owned(),
+                        m.digest.as_str().to_owned(),
+                    ],
+                ),
+            ] {
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                q.execute(&old).await.expect("version 2 rows");
+            }
+            sqlx::query(
+                "INSERT INTO pack_versions (pack_id, version, sort_key, prerelease, type, name,
+                    description, author, search_text, repository, tag, manifest_digest,
+                    content_digest, content_media_type, size, published_at, dependencies,
+                    members, metadata)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&p.pack_id)
+            .bind(&p.version)
+            .bind(&p.sort_key)
+            .bind(i64::from(p.prerelease))
+            .bind(&p.pack_type)
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(&p.author)
+            .bind(&p.search_text)
+            .bind(p.repository.as_str())
+            .bind(p.tag.as_str())
+            .bind(p.manifest_digest.as_str())
+            .bind(p.content_digest.as_str())
+            .bind(&p.content_media_type)
+            .bind(p.size as i64)
+            .bind(p.published_at)
+            .bind(&p.dependencies)
+            .bind(&p.members)
+            .bind(&p.metadata)
+            .execute(&old)
+            .await
+            .expect("version 2 pack row");
+        }
         old.close().await;
         let store = SqliteStore::connect(&url, &PoolOptions::default())
             .await
             .expect("open sqlite file");
-        super::publish(&store, "old", "1.0.0").await;
-        super::publish(&store, "old", "2.0.0-rc.1").await;
 
         store
             .migrate()
@@ -1994,6 +2159,7 @@ mod postgres {
                 std::slice::from_ref(&again.tag),
                 &again,
                 true,
+                &[],
                 &[],
             )
             .await;

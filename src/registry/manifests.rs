@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{Error, Registry, Result};
 use crate::digest::{Algorithm, Digest};
-use crate::metadata::{ManifestRecord, ReferenceKind, now_millis};
+use crate::metadata::{ManifestRecord, MetadataError, ReferenceKind, now_millis};
 use crate::names::{Reference, RepoName, Tag};
 
 /// Manifest media types as text, for headers and bodies the HTTP layer writes.
@@ -467,6 +467,7 @@ impl Registry {
             }
         }
         let references = checked.references();
+        let immutable = self.immutable_tags(repo, &tags);
         let pack = match &checked.parsed {
             Parsed::Image(m) => {
                 self.pack_for_manifest(repo, &checked.record, m, &tags, None)
@@ -477,20 +478,59 @@ impl Registry {
         match pack {
             Some(pack) => {
                 self.meta
-                    .put_pack_manifest(repo, &checked.record, &references, &tags, &pack, false, &[])
-                    .await?
+                    .put_pack_manifest(
+                        repo,
+                        &checked.record,
+                        &references,
+                        &tags,
+                        &pack,
+                        false,
+                        &[],
+                        &immutable,
+                    )
+                    .await
             }
             None => {
                 self.meta
-                    .put_manifest(repo, &checked.record, &references, &tags)
-                    .await?
+                    .put_manifest(repo, &checked.record, &references, &tags, &immutable)
+                    .await
             }
         }
+        .map_err(|e| match e {
+            MetadataError::TagImmutable => Error::TagImmutable(format!(
+                "tag {} of {repo} is immutable: it names a released version, and pointing \
+                 it at other content would change what was released (delete the tag \
+                 first to replace it)",
+                immutable
+                    .iter()
+                    .map(Tag::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            other => other.into(),
+        })?;
         Ok(ManifestPushed {
             digest: checked.record.digest,
             subject: checked.record.subject,
             tags,
         })
+    }
+
+    /// Of `tags`, those that may never move once set: version tags (semver, `_` for
+    /// `+`) in a repository `tags.immutable` covers.
+    pub(super) fn immutable_tags(&self, repo: &RepoName, tags: &[Tag]) -> Vec<Tag> {
+        let covered = self.limits.immutable_tags.iter().any(|p| {
+            p == "*"
+                || (p.ends_with('/') && repo.as_str().starts_with(p.as_str()))
+                || p == repo.as_str()
+        });
+        if !covered {
+            return Vec::new();
+        }
+        tags.iter()
+            .filter(|t| super::packs::parse_version(&t.as_str().replace('_', "+")).is_some())
+            .cloned()
+            .collect()
     }
 
     /// A manifest by tag or digest, if the client's `Accept` admits its media type.

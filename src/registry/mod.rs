@@ -133,6 +133,9 @@ pub enum Error {
     /// The pack version exists with other content, or its tag is taken.
     #[error("{0}")]
     PackConflict(String),
+    /// A push would move an immutable tag (a released version's) to other content.
+    #[error("{0}")]
+    TagImmutable(String),
     /// No such pack, or no version of it matches.
     #[error("{0}")]
     PackUnknown(String),
@@ -166,6 +169,9 @@ impl From<MetadataError> for Error {
                 detail: format!("database: {m}"),
                 retry_after_secs: 1,
             },
+            MetadataError::TagImmutable => {
+                Error::TagImmutable("a tag this push would move is immutable".into())
+            }
             other => Error::Internal(format!("metadata: {other}")),
         }
     }
@@ -205,6 +211,9 @@ pub struct Limits {
     pub max_upload_sessions: u64,
     /// Most upload sessions open at once in one repository (0: no cap).
     pub max_upload_sessions_per_repository: u64,
+    /// Repositories whose version tags never move (`tags.immutable`): a name, a
+    /// prefix ending in `/`, or `*`.
+    pub immutable_tags: Vec<String>,
 }
 
 impl Default for Limits {
@@ -217,6 +226,7 @@ impl Default for Limits {
             max_tags_per_push: 100,
             max_upload_sessions: 100_000,
             max_upload_sessions_per_repository: 1_000,
+            immutable_tags: vec!["packs/".into()],
         }
     }
 }

@@ -206,7 +206,9 @@ impl From<Error> for OciError {
             Error::PackMalformed(_) | Error::PackInvalid(_) => {
                 OciError::new(S::BAD_REQUEST, C::ManifestInvalid, message)
             }
-            Error::PackConflict(_) => OciError::new(S::CONFLICT, C::Denied, message),
+            Error::PackConflict(_) | Error::TagImmutable(_) => {
+                OciError::new(S::CONFLICT, C::Denied, message)
+            }
             Error::PackUnknown(_) => OciError::new(S::NOT_FOUND, C::ManifestUnknown, message),
             Error::Unavailable(detail) => {
                 tracing::error!(error = %detail, "dependency unavailable");

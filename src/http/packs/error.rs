@@ -143,7 +143,9 @@ impl From<Error> for ApiError {
             Error::PackInvalid(_) | Error::ManifestInvalid(_) | Error::ManifestBlobUnknown(_) => {
                 ApiError::new(ErrorCode::InvalidPack, message)
             }
-            Error::PackConflict(_) => ApiError::new(ErrorCode::Conflict, message),
+            Error::PackConflict(_) | Error::TagImmutable(_) => {
+                ApiError::new(ErrorCode::Conflict, message)
+            }
             Error::PackUnknown(_) => ApiError::new(ErrorCode::NotFound, message),
             Error::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, message),
             Error::RangeNotSatisfiable { size } => {

@@ -335,7 +335,8 @@ impl BlobIndex for PostgresStore {
 /// tags cannot deadlock on them; with `$14` (create only), a tag that exists is
 /// locked but left as it is, and the statement's answer, the number of tags written,
 /// tells the caller. A tag moved away from a pack's manifest no longer names that
-/// pack version: a trigger on `tags` deletes its row (migration 4).
+/// pack version: a trigger on `tags` deletes its row (migration 4). Tags in `$15`
+/// are marked immutable; moving a marked one fails the statement (migration 6).
 const PUT_MANIFEST_SQL: &str = "
     WITH repo AS (
         INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
@@ -350,11 +351,13 @@ const PUT_MANIFEST_SQL: &str = "
         WHERE EXISTS (SELECT 1 FROM manifest)
         ON CONFLICT DO NOTHING
     ), tagged AS (
-        INSERT INTO tags (repo, name, manifest_digest, updated_at)
-        SELECT $1, t.name, $3, $2 FROM unnest($13::text[]) WITH ORDINALITY AS t(name, i)
+        INSERT INTO tags (repo, name, manifest_digest, updated_at, immutable)
+        SELECT $1, t.name, $3, $2, t.name = ANY($15::text[])
+        FROM unnest($13::text[]) WITH ORDINALITY AS t(name, i)
         ORDER BY t.i
         ON CONFLICT (repo, name) DO UPDATE
-        SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at
+        SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at,
+            immutable = tags.immutable OR excluded.immutable
         WHERE NOT $14::boolean
         RETURNING 1
     )
@@ -370,7 +373,9 @@ async fn put_manifest_in(
     references: &[(Digest, ReferenceKind)],
     tags: &[Tag],
     create_only: bool,
+    immutable: &[Tag],
 ) -> Result<bool> {
+    let immutable: Vec<&str> = immutable.iter().map(Tag::as_str).collect();
     let mut tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     tags.sort_unstable();
     tags.dedup();
@@ -394,6 +399,7 @@ async fn put_manifest_in(
         .bind(kinds)
         .bind(tags)
         .bind(create_only)
+        .bind(immutable)
         .fetch_one(conn)
         .await?;
     Ok(usize::try_from(written).is_ok_and(|w| w == wanted))
@@ -436,11 +442,12 @@ impl ManifestIndex for PostgresStore {
         m: &ManifestRecord,
         references: &[(Digest, ReferenceKind)],
         tags: &[Tag],
+        immutable: &[Tag],
     ) -> Result<()> {
         // One statement, atomic by itself: no BEGIN and COMMIT round trips.
         retry(self.retries, || async {
             let mut conn = self.conn().await?;
-            let put = put_manifest_in(&mut conn, repo, m, references, tags, false).await;
+            let put = put_manifest_in(&mut conn, repo, m, references, tags, false, immutable).await;
             conn.settle(put.map(drop))
         })
         .await
@@ -571,6 +578,7 @@ async fn put_pack_manifest_in(
     p: &PackVersionRecord,
     create_only: bool,
     link: &[(Digest, u64)],
+    immutable: &[Tag],
 ) -> Result<()> {
     if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
         return Err(MetadataError::Conflict);
@@ -579,7 +587,7 @@ async fn put_pack_manifest_in(
     for (digest, size) in link {
         Sql::link_blob(&mut *tx, repo, digest, *size, now).await?;
     }
-    let claimed = put_manifest_in(tx, repo, m, references, tags, create_only).await?;
+    let claimed = put_manifest_in(tx, repo, m, references, tags, create_only, immutable).await?;
     if !claimed {
         return Err(MetadataError::Conflict);
     }
@@ -598,13 +606,23 @@ impl PackIndex for PostgresStore {
         p: &PackVersionRecord,
         create_only: bool,
         link: &[(Digest, u64)],
+        immutable: &[Tag],
     ) -> Result<()> {
         retry(self.retries, || async {
             let mut conn = self.conn().await?;
             conn.begin().await?;
-            let put =
-                put_pack_manifest_in(&mut conn, repo, m, references, tags, p, create_only, link)
-                    .await;
+            let put = put_pack_manifest_in(
+                &mut conn,
+                repo,
+                m,
+                references,
+                tags,
+                p,
+                create_only,
+                link,
+                immutable,
+            )
+            .await;
             let put = conn.settle(put);
             conn.end(put).await
         })

@@ -216,11 +216,13 @@ const PUT_MANIFEST_SQL: &str = "INSERT INTO repositories (name, created_at)
          FROM json_each(?1, '$.refs') r WHERE true
          ON CONFLICT DO NOTHING;
 
-         INSERT INTO tags (repo, name, manifest_digest, updated_at)
-         SELECT ?1 ->> '$.repo', t.value, ?1 ->> '$.digest', ?1 ->> '$.now'
+         INSERT INTO tags (repo, name, manifest_digest, updated_at, immutable)
+         SELECT ?1 ->> '$.repo', t.value, ?1 ->> '$.digest', ?1 ->> '$.now',
+                t.value IN (SELECT value FROM json_each(?1, '$.immutable'))
          FROM json_each(?1, '$.tags') t WHERE true
          ON CONFLICT (repo, name) DO UPDATE
-         SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at;";
+         SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at,
+             immutable = tags.immutable OR excluded.immutable;";
 
 /// [`PUT_MANIFEST_SQL`] inside its own transaction, for one round trip in all.
 static PUT_MANIFEST_TX_SQL: std::sync::LazyLock<String> =
@@ -232,7 +234,9 @@ fn put_manifest_values(
     m: &ManifestRecord,
     references: &[(Digest, ReferenceKind)],
     tags: &[Tag],
+    immutable: &[Tag],
 ) -> String {
+    let immutable: Vec<&str> = immutable.iter().map(Tag::as_str).collect();
     let refs: Vec<(&str, &str)> = references
         .iter()
         .map(|(d, k)| (d.as_str(), k.as_str()))
@@ -252,6 +256,7 @@ fn put_manifest_values(
         "created_at": m.created_at,
         "refs": refs,
         "tags": tags,
+        "immutable": immutable,
     })
     .to_string()
 }
@@ -272,9 +277,10 @@ async fn put_manifest_in(
     m: &ManifestRecord,
     references: &[(Digest, ReferenceKind)],
     tags: &[Tag],
+    immutable: &[Tag],
 ) -> Result<()> {
     sqlx::query(PUT_MANIFEST_SQL)
-        .bind(put_manifest_values(repo, m, references, tags))
+        .bind(put_manifest_values(repo, m, references, tags, immutable))
         .bind(m.body.as_ref())
         .execute(&mut *tx)
         .await?;
@@ -321,13 +327,14 @@ impl ManifestIndex for SqliteStore {
         m: &ManifestRecord,
         references: &[(Digest, ReferenceKind)],
         tags: &[Tag],
+        immutable: &[Tag],
     ) -> Result<()> {
         // BEGIN, the statements and COMMIT in one round trip to the writer's thread;
         // on failure the transaction may still be open, and is rolled back. Run as a
         // task of its own: were this future dropped half-way (the client went away),
         // the writer connection could go back to the pool inside an open transaction.
         let writer = self.writer.clone();
-        let values = put_manifest_values(repo, m, references, tags);
+        let values = put_manifest_values(repo, m, references, tags, immutable);
         let body = m.body.clone();
         let retries = self.retries;
         tokio::spawn(async move {
@@ -432,6 +439,7 @@ impl PackIndex for SqliteStore {
         p: &PackVersionRecord,
         create_only: bool,
         link: &[(Digest, u64)],
+        immutable: &[Tag],
     ) -> Result<()> {
         // One writer, holding the write lock from the start: the checks below and the
         // writes cannot interleave with another publish, in this process or another.
@@ -445,7 +453,7 @@ impl PackIndex for SqliteStore {
                 for (digest, size) in link {
                     Sql::link_blob(&mut *tx, repo, digest, *size, now).await?;
                 }
-                put_manifest_in(&mut tx, repo, m, references, tags).await?;
+                put_manifest_in(&mut tx, repo, m, references, tags, immutable).await?;
                 Ok(Sql::put_pack_version(&mut *tx, p).await?)
             }
             .await;

@@ -203,6 +203,7 @@ impl Registry {
             )));
         }
         // ...then links, manifest, tag and index row in one transaction.
+        let immutable = self.immutable_tags(repo, &tags);
         let stored = self
             .meta
             .put_pack_manifest(
@@ -213,6 +214,7 @@ impl Registry {
                 &record,
                 true,
                 &link,
+                &immutable,
             )
             .await;
         match stored {
