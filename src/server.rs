@@ -62,7 +62,11 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     if config.metadata.migrate_on_start {
         meta.migrate().await?;
     }
-    let blobs = open_storage(&config)?;
+    let metrics = Arc::new(Metrics::default());
+    let blobs: DynBlobStore = Arc::new(crate::storage::ObservedBlobStore::new(
+        open_storage(&config)?,
+        metrics.clone(),
+    ));
     let limits = Limits {
         max_manifest_bytes: config.limits.max_manifest_bytes,
         max_blob_bytes: config.limits.max_blob_bytes,
@@ -83,7 +87,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
             max_page: config.packs.max_page_size,
         }),
         config: Arc::new(config),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
     })
 }
 

@@ -293,6 +293,14 @@ async fn push_joins_the_callers_trace(server: &Server, received: &Received) {
     );
     assert_eq!(attribute(&span, "trace_id").as_deref(), Some(TRACE_ID));
     assert!(attribute(&span, "duration_ms").is_some());
+    // The store and the database calls it made are its children: a slow push shows
+    // which of the two was slow.
+    for prefix in ["storage.put_blob", "db.link_blob"] {
+        let (_, child) = received
+            .wait_for(|s| s.parent_span_id == span.span_id && s.name.starts_with(prefix))
+            .await;
+        assert_eq!(hex(&child.trace_id), TRACE_ID, "{prefix}");
+    }
     // A request without trace context starts a trace of its own.
     let r = http
         .get(server.url("/v2/"))

@@ -47,6 +47,12 @@ pub struct Metrics {
     bytes_out: Counter,
     uploads: Gauge,
     auth_failures: Family<Vec<(&'static str, &'static str)>, Counter>,
+    storage_ops: Family<Vec<(&'static str, &'static str)>, Counter>,
+    storage_seconds: Family<Vec<(&'static str, &'static str)>, Histogram>,
+    db_connections: Family<Vec<(&'static str, &'static str)>, Gauge>,
+    db_waiting: Gauge,
+    db_acquires: Counter,
+    db_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,6 +71,46 @@ impl Default for Metrics {
         let bytes_in = Counter::default();
         let bytes_out = Counter::default();
         let uploads = Gauge::default();
+        let storage_ops = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        let storage_seconds =
+            Family::<Vec<(&'static str, &'static str)>, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            });
+        let db_connections = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        let db_waiting = Gauge::default();
+        let db_acquires = Counter::default();
+        let db_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "storage_operations",
+            "Blob store operations by operation and outcome (ok or error; a missing \
+             blob is ok)",
+            storage_ops.clone(),
+        );
+        registry.register(
+            "storage_operation_duration_seconds",
+            "Blob store operation time, by operation (a download's until it is opened)",
+            storage_seconds.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database connections in the pool, by state (in_use, idle)",
+            db_connections.clone(),
+        );
+        registry.register(
+            "db_pool_waiting",
+            "Requests waiting for a database connection right now",
+            db_waiting.clone(),
+        );
+        registry.register(
+            "db_pool_acquires",
+            "Database connections taken from the pool (PostgreSQL)",
+            db_acquires.clone(),
+        );
+        registry.register(
+            "db_pool_wait_seconds",
+            "Time spent waiting for a database connection, in all (PostgreSQL)",
+            db_wait_seconds.clone(),
+        );
         let auth_failures = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
         registry.register(
             "auth_failures",
@@ -113,6 +159,12 @@ impl Default for Metrics {
             bytes_out,
             uploads,
             auth_failures,
+            storage_ops,
+            storage_seconds,
+            db_connections,
+            db_waiting,
+            db_acquires,
+            db_wait_seconds,
         }
     }
 }
@@ -143,12 +195,45 @@ impl Metrics {
         UploadInProgress(self.uploads.clone())
     }
 
+    /// Sets the database pool figures (read at scrape time).
+    pub fn pool(&self, stats: &crate::metadata::PoolStats) {
+        let idle = stats.idle.min(stats.size);
+        self.db_connections
+            .get_or_create(&vec![("state", "in_use")])
+            .set((stats.size - idle) as i64);
+        self.db_connections
+            .get_or_create(&vec![("state", "idle")])
+            .set(idle as i64);
+        self.db_waiting.set(stats.waiting as i64);
+        let acquires = stats.acquires.saturating_sub(self.db_acquires.get());
+        self.db_acquires.inc_by(acquires);
+        let waited = stats.wait_seconds - self.db_wait_seconds.get();
+        if waited > 0.0 {
+            self.db_wait_seconds.inc_by(waited);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encode to String");
         out
+    }
+}
+
+impl crate::storage::Observer for Metrics {
+    fn storage_operation(&self, op: &'static str, ok: bool, elapsed: std::time::Duration) {
+        let op = op.trim_start_matches("storage.");
+        self.storage_ops
+            .get_or_create(&vec![
+                ("op", op),
+                ("outcome", if ok { "ok" } else { "error" }),
+            ])
+            .inc();
+        self.storage_seconds
+            .get_or_create(&vec![("op", op)])
+            .observe(elapsed.as_secs_f64());
     }
 }
 
@@ -248,6 +333,7 @@ async fn guard_metrics(
 }
 
 async fn metrics(state: State) -> HttpResponse {
+    state.metrics.pool(&state.registry.pool_stats());
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render())

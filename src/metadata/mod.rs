@@ -460,6 +460,24 @@ pub trait MetadataStore: BlobIndex + ManifestIndex + UploadIndex + PackIndex {
 
     /// Checks the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// The connection pool's figures, for `/metrics`.
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// A connection pool's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub size: u64,
+    /// Of those, idle.
+    pub idle: u64,
+    /// Requests waiting for one.
+    pub waiting: u64,
+    /// Connections taken from the pool since start (0 where not counted).
+    pub acquires: u64,
+    /// Seconds spent waiting for them, in all.
+    pub wait_seconds: f64,
 }
 
 /// A shared handle to the configured metadata backend.

@@ -281,6 +281,11 @@ impl Registry {
         self.blobs.min_part_size()
     }
 
+    /// The database pool's figures (for `/metrics`).
+    pub fn pool_stats(&self) -> crate::metadata::PoolStats {
+        self.meta.pool_stats()
+    }
+
     /// Checks both dependencies.
     pub async fn readiness(&self) -> Vec<DependencyStatus> {
         let (db, store) = tokio::join!(self.meta.ping(), self.blobs.ping());

@@ -12,6 +12,7 @@
 
 mod fs;
 mod object;
+mod observed;
 mod s3;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -29,6 +30,7 @@ use crate::digest::Digest;
 
 pub use fs::FsBlobStore;
 pub use object::ObjectBlobStore;
+pub use observed::{ObservedBlobStore, Observer};
 
 /// A stream of bytes in or out of the store.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;

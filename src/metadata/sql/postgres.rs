@@ -46,6 +46,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// Retries of a write the database turned away for now (see `retry`).
     retries: u32,
+    /// Connections taken, and nanoseconds spent waiting for them (`/metrics`).
+    acquires: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
 }
 
 /// The connection pool. Not sqlx's own: sqlx (0.8, and 0.9 alike) pings every
@@ -220,6 +222,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             retries: super::TRANSIENT_RETRIES,
+            acquires: Default::default(),
         })
     }
 
@@ -233,7 +236,15 @@ impl PostgresStore {
 
     /// A connection from the pool.
     async fn conn(&self) -> Result<Conn> {
-        match self.pool.get().await {
+        let start = std::time::Instant::now();
+        let got = self.pool.get().await;
+        let (count, waited) = &*self.acquires;
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        waited.fetch_add(
+            u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match got {
             Ok(object) => Ok(Conn {
                 object: Some(object),
                 in_transaction: false,
@@ -276,6 +287,7 @@ impl PostgresStore {
 
 #[async_trait]
 impl BlobIndex for PostgresStore {
+    #[tracing::instrument(name = "db.link_blob", skip_all)]
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         retry(self.retries, || async {
             let mut conn = self.conn().await?;
@@ -287,6 +299,7 @@ impl BlobIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.blob_in_repo", skip_all)]
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let mut conn = self.conn().await?;
         Sql::blob_in_repo(&mut *conn, repo, digest)
@@ -294,6 +307,7 @@ impl BlobIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.blob_size", skip_all)]
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let mut conn = self.conn().await?;
         Sql::blob_size(&mut *conn, digest)
@@ -301,6 +315,7 @@ impl BlobIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.unlink_blob", skip_all)]
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         retry(self.retries, || async {
             let mut conn = self.conn().await?;
@@ -311,6 +326,7 @@ impl BlobIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.repository_exists", skip_all)]
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         let mut conn = self.conn().await?;
         Sql::repository_exists(&mut *conn, repo)
@@ -318,6 +334,7 @@ impl BlobIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.list_repositories", skip_all)]
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let mut conn = self.conn().await?;
         Sql::list_repositories(&mut *conn, last, n)
@@ -407,6 +424,7 @@ async fn put_manifest_in(
 
 #[async_trait]
 impl ManifestIndex for PostgresStore {
+    #[tracing::instrument(name = "db.linked_blob_sizes", skip_all)]
     async fn linked_blob_sizes(
         &self,
         repo: &RepoName,
@@ -422,6 +440,7 @@ impl ManifestIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.manifest_sizes", skip_all)]
     async fn manifest_sizes(
         &self,
         repo: &RepoName,
@@ -436,6 +455,7 @@ impl ManifestIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.put_manifest", skip_all)]
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -453,6 +473,7 @@ impl ManifestIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.get_manifest", skip_all)]
     async fn get_manifest(
         &self,
         repo: &RepoName,
@@ -464,6 +485,7 @@ impl ManifestIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.get_manifest_by_tag", skip_all)]
     async fn get_manifest_by_tag(
         &self,
         repo: &RepoName,
@@ -475,6 +497,7 @@ impl ManifestIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.delete_manifest", skip_all)]
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         // Tags, references and pack rows go with it (ON DELETE CASCADE).
         retry(self.retries, || async {
@@ -486,6 +509,7 @@ impl ManifestIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.delete_tag", skip_all)]
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         retry(self.retries, || async {
             let mut conn = self.conn().await?;
@@ -496,6 +520,7 @@ impl ManifestIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.list_tags", skip_all)]
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let mut conn = self.conn().await?;
         let mut ordered = n < UNORDERED_TAGS_FROM;
@@ -524,6 +549,7 @@ impl ManifestIndex for PostgresStore {
         }
     }
 
+    #[tracing::instrument(name = "db.list_referrers", skip_all)]
     async fn list_referrers(
         &self,
         repo: &RepoName,
@@ -597,6 +623,7 @@ async fn put_pack_manifest_in(
 
 #[async_trait]
 impl PackIndex for PostgresStore {
+    #[tracing::instrument(name = "db.put_pack_manifest", skip_all)]
     async fn put_pack_manifest(
         &self,
         repo: &RepoName,
@@ -629,6 +656,7 @@ impl PackIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.list_packs", skip_all)]
     async fn list_packs(
         &self,
         filter: &PackFilter,
@@ -682,6 +710,7 @@ impl PackIndex for PostgresStore {
         Ok(rows::page(items, n))
     }
 
+    #[tracing::instrument(name = "db.get_pack", skip_all)]
     async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
         let mut conn = self.conn().await?;
         Sql::get_pack(&mut *conn, pack_id)
@@ -689,6 +718,7 @@ impl PackIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.list_pack_versions", skip_all)]
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
         let mut conn = self.conn().await?;
         Sql::list_pack_versions(&mut *conn, pack_id)
@@ -696,6 +726,7 @@ impl PackIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.get_pack_version", skip_all)]
     async fn get_pack_version(
         &self,
         pack_id: &str,
@@ -707,6 +738,7 @@ impl PackIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.delete_pack_version", skip_all)]
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
         // The version's row goes with its tag (ON DELETE CASCADE); the packs row follows
         // by trigger.
@@ -722,6 +754,7 @@ impl PackIndex for PostgresStore {
 
 #[async_trait]
 impl UploadIndex for PostgresStore {
+    #[tracing::instrument(name = "db.create_upload", skip_all)]
     async fn create_upload(&self, u: &UploadRecord, caps: SessionCaps) -> Result<()> {
         let created = retry(self.retries, || async {
             let mut conn = self.conn().await?;
@@ -740,6 +773,7 @@ impl UploadIndex for PostgresStore {
         Err(MetadataError::CapReached(cap))
     }
 
+    #[tracing::instrument(name = "db.get_upload", skip_all)]
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
         let mut conn = self.conn().await?;
         Sql::get_upload(&mut *conn, repo, id)
@@ -747,6 +781,7 @@ impl UploadIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.update_upload", skip_all)]
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
         let updated = retry(self.retries, || async {
             let mut conn = self.conn().await?;
@@ -762,6 +797,7 @@ impl UploadIndex for PostgresStore {
         }
     }
 
+    #[tracing::instrument(name = "db.delete_upload", skip_all)]
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
         retry(self.retries, || async {
             let mut conn = self.conn().await?;
@@ -772,6 +808,7 @@ impl UploadIndex for PostgresStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.stale_uploads", skip_all)]
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
         let mut conn = self.conn().await?;
         Sql::stale_uploads(&mut *conn, updated_before, limit)
@@ -779,6 +816,7 @@ impl UploadIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.upload_exists", skip_all)]
     async fn upload_exists(&self, id: Uuid) -> Result<bool> {
         let mut conn = self.conn().await?;
         Sql::upload_exists(&mut *conn, id)
@@ -789,6 +827,7 @@ impl UploadIndex for PostgresStore {
 
 #[async_trait]
 impl MetadataStore for PostgresStore {
+    #[tracing::instrument(name = "db.migrate", skip_all)]
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.conn().await?;
         let migrated = crate::metadata::migrations::postgres()
@@ -799,6 +838,19 @@ impl MetadataStore for PostgresStore {
         conn.settle(migrated)
     }
 
+    fn pool_stats(&self) -> crate::metadata::PoolStats {
+        let status = self.pool.status();
+        let (count, waited) = &*self.acquires;
+        crate::metadata::PoolStats {
+            size: status.size as u64,
+            idle: status.available as u64,
+            waiting: status.waiting as u64,
+            acquires: count.load(std::sync::atomic::Ordering::Relaxed),
+            wait_seconds: waited.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    #[tracing::instrument(name = "db.ping", skip_all)]
     async fn ping(&self) -> Result<()> {
         let mut conn = self.conn().await?;
         Sql::ping(&mut *conn)

@@ -166,6 +166,7 @@ async fn finish<T>(tx: sqlx::Transaction<'_, Sqlite>, done: Result<T>) -> Result
 
 #[async_trait]
 impl BlobIndex for SqliteStore {
+    #[tracing::instrument(name = "db.link_blob", skip_all)]
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         retry(self.retries, || async {
             let mut tx = self.begin_write().await?;
@@ -175,14 +176,17 @@ impl BlobIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.blob_in_repo", skip_all)]
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         Ok(Sql::blob_in_repo(&self.reader, repo, digest).await?)
     }
 
+    #[tracing::instrument(name = "db.blob_size", skip_all)]
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         Ok(Sql::blob_size(&self.reader, digest).await?)
     }
 
+    #[tracing::instrument(name = "db.unlink_blob", skip_all)]
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         retry(self.retries, || async {
             Ok(Sql::unlink_blob(&self.writer, repo, digest).await?)
@@ -190,10 +194,12 @@ impl BlobIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.repository_exists", skip_all)]
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         Ok(Sql::repository_exists(&self.reader, repo).await?)
     }
 
+    #[tracing::instrument(name = "db.list_repositories", skip_all)]
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
         Ok(Sql::list_repositories(&self.reader, last, n).await?)
     }
@@ -292,6 +298,7 @@ async fn put_manifest_in(
 
 #[async_trait]
 impl ManifestIndex for SqliteStore {
+    #[tracing::instrument(name = "db.linked_blob_sizes", skip_all)]
     async fn linked_blob_sizes(
         &self,
         repo: &RepoName,
@@ -307,6 +314,7 @@ impl ManifestIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.manifest_sizes", skip_all)]
     async fn manifest_sizes(
         &self,
         repo: &RepoName,
@@ -321,6 +329,7 @@ impl ManifestIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.put_manifest", skip_all)]
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -360,6 +369,7 @@ impl ManifestIndex for SqliteStore {
         .map_err(|e| MetadataError::Database(format!("manifest push task failed: {e}")))?
     }
 
+    #[tracing::instrument(name = "db.get_manifest", skip_all)]
     async fn get_manifest(
         &self,
         repo: &RepoName,
@@ -368,6 +378,7 @@ impl ManifestIndex for SqliteStore {
         Ok(Sql::get_manifest(&self.reader, repo, digest).await?)
     }
 
+    #[tracing::instrument(name = "db.get_manifest_by_tag", skip_all)]
     async fn get_manifest_by_tag(
         &self,
         repo: &RepoName,
@@ -376,6 +387,7 @@ impl ManifestIndex for SqliteStore {
         Ok(Sql::get_manifest_by_tag(&self.reader, repo, tag).await?)
     }
 
+    #[tracing::instrument(name = "db.delete_manifest", skip_all)]
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         retry(self.retries, || async {
             Ok(Sql::delete_manifest(&self.writer, repo, digest).await?)
@@ -383,6 +395,7 @@ impl ManifestIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.delete_tag", skip_all)]
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         retry(self.retries, || async {
             Ok(Sql::delete_tag(&self.writer, repo, tag).await?)
@@ -390,6 +403,7 @@ impl ManifestIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.list_tags", skip_all)]
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
         let joined: Option<String> = sqlx::query_scalar(
             "SELECT string_agg(name, char(10)) FROM
@@ -403,6 +417,7 @@ impl ManifestIndex for SqliteStore {
         Ok(rows::page(split_lines(joined), n))
     }
 
+    #[tracing::instrument(name = "db.list_referrers", skip_all)]
     async fn list_referrers(
         &self,
         repo: &RepoName,
@@ -430,6 +445,7 @@ fn fts_phrase(text: &str) -> String {
 
 #[async_trait]
 impl PackIndex for SqliteStore {
+    #[tracing::instrument(name = "db.put_pack_manifest", skip_all)]
     async fn put_pack_manifest(
         &self,
         repo: &RepoName,
@@ -462,6 +478,7 @@ impl PackIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.list_packs", skip_all)]
     async fn list_packs(
         &self,
         filter: &PackFilter,
@@ -524,14 +541,17 @@ impl PackIndex for SqliteStore {
         Ok(rows::page(items, n))
     }
 
+    #[tracing::instrument(name = "db.get_pack", skip_all)]
     async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
         Ok(Sql::get_pack(&self.reader, pack_id).await?)
     }
 
+    #[tracing::instrument(name = "db.list_pack_versions", skip_all)]
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
         Ok(Sql::list_pack_versions(&self.reader, pack_id).await?)
     }
 
+    #[tracing::instrument(name = "db.get_pack_version", skip_all)]
     async fn get_pack_version(
         &self,
         pack_id: &str,
@@ -540,6 +560,7 @@ impl PackIndex for SqliteStore {
         Ok(Sql::get_pack_version(&self.reader, pack_id, version).await?)
     }
 
+    #[tracing::instrument(name = "db.delete_pack_version", skip_all)]
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool> {
         retry(self.retries, || async {
             Ok(Sql::delete_pack_version(&self.writer, pack_id, version).await?)
@@ -552,6 +573,7 @@ impl PackIndex for SqliteStore {
 // it is saved.
 #[async_trait]
 impl UploadIndex for SqliteStore {
+    #[tracing::instrument(name = "db.create_upload", skip_all)]
     async fn create_upload(&self, u: &UploadRecord, caps: SessionCaps) -> Result<()> {
         let created = retry(self.retries, || async {
             Ok(Sql::create_upload(&self.writer, u, caps).await?)
@@ -564,10 +586,12 @@ impl UploadIndex for SqliteStore {
         Err(MetadataError::CapReached(cap))
     }
 
+    #[tracing::instrument(name = "db.get_upload", skip_all)]
     async fn get_upload(&self, repo: &RepoName, id: Uuid) -> Result<Option<UploadRecord>> {
         Ok(Sql::get_upload(&self.writer, repo, id).await?)
     }
 
+    #[tracing::instrument(name = "db.update_upload", skip_all)]
     async fn update_upload(&self, u: &UploadRecord, expected_offset: u64) -> Result<()> {
         let updated = retry(self.retries, || async {
             Ok(Sql::update_upload(&self.writer, u, expected_offset).await?)
@@ -580,6 +604,7 @@ impl UploadIndex for SqliteStore {
         }
     }
 
+    #[tracing::instrument(name = "db.delete_upload", skip_all)]
     async fn delete_upload(&self, id: Uuid) -> Result<bool> {
         retry(self.retries, || async {
             Ok(Sql::delete_upload(&self.writer, id).await?)
@@ -587,10 +612,12 @@ impl UploadIndex for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(name = "db.stale_uploads", skip_all)]
     async fn stale_uploads(&self, updated_before: i64, limit: u32) -> Result<Vec<Uuid>> {
         Ok(Sql::stale_uploads(&self.writer, updated_before, limit).await?)
     }
 
+    #[tracing::instrument(name = "db.upload_exists", skip_all)]
     async fn upload_exists(&self, id: Uuid) -> Result<bool> {
         Ok(Sql::upload_exists(&self.writer, id).await?)
     }
@@ -598,6 +625,7 @@ impl UploadIndex for SqliteStore {
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
+    #[tracing::instrument(name = "db.migrate", skip_all)]
     async fn migrate(&self) -> Result<()> {
         crate::metadata::migrations::sqlite()
             .await
@@ -606,6 +634,17 @@ impl MetadataStore for SqliteStore {
             .map_err(|e| MetadataError::Database(format!("migration failed: {e}")))
     }
 
+    fn pool_stats(&self) -> crate::metadata::PoolStats {
+        let size = u64::from(self.reader.size() + self.writer.size());
+        let idle = (self.reader.num_idle() + self.writer.num_idle()) as u64;
+        crate::metadata::PoolStats {
+            size,
+            idle,
+            ..Default::default()
+        }
+    }
+
+    #[tracing::instrument(name = "db.ping", skip_all)]
     async fn ping(&self) -> Result<()> {
         Sql::ping(&self.reader)
             .await
