@@ -353,6 +353,14 @@ pub(super) fn check(content_type: Option<&str>, body: Bytes, digest: Digest) -> 
     })
 }
 
+/// Validates a manifest or index as a push would, without storing anything: the
+/// JSON, its media type (from the body, else `content_type`), descriptors, digests.
+/// (What it references is not looked up.)
+pub fn validate_manifest_bytes(content_type: Option<&str>, body: &[u8]) -> Result<()> {
+    let digest = Digest::of(Algorithm::Sha256, body);
+    check(content_type, Bytes::copy_from_slice(body), digest).map(|_| ())
+}
+
 /// Does the client's `Accept` list admit `media_type`? No list admits everything.
 fn acceptable(accept: &[String], media_type: &str) -> bool {
     let listed: Vec<&str> = accept

@@ -18,7 +18,7 @@ use crate::names::{NameError, RepoName};
 use crate::storage::{DynBlobStore, StorageError};
 
 pub use blobs::BlobRead;
-pub use manifests::{ManifestPushed, media_types};
+pub use manifests::{ManifestPushed, media_types, validate_manifest_bytes};
 pub use packs::{PackSettings, PackType, PublishedPack};
 pub use uploads::{ChunkRange, ExpiryReport, UploadState};
 

@@ -9,7 +9,7 @@
 mod blobs;
 pub mod error;
 mod manifests;
-pub(crate) mod params;
+pub mod params;
 
 use std::future::{Ready, ready};
 

@@ -26,38 +26,33 @@ pub fn content_range(req: &HttpRequest) -> Result<Option<ChunkRange>, OciError> 
     let Some(value) = req.headers().get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let invalid = |why: &str| {
+    let text = value.to_str().map_err(|_| "not visible ASCII");
+    text.and_then(parse_content_range).map(Some).map_err(|why| {
         OciError::from(Error::BlobUploadInvalid(format!(
             "malformed Content-Range: {why}"
         )))
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| invalid("not visible ASCII"))?
-        .trim();
+    })
+}
+
+/// The grammar of [`content_range`], on the header's text; the error says what is
+/// wrong.
+pub fn parse_content_range(text: &str) -> Result<ChunkRange, &'static str> {
+    let text = text.trim();
     let text = text
         .strip_prefix("bytes=")
         .or_else(|| text.strip_prefix("bytes "))
         .unwrap_or(text);
     let text = text.split('/').next().unwrap_or_default();
-    let (a, b) = text
-        .split_once('-')
-        .ok_or_else(|| invalid("expected start-end"))?;
-    let start: u64 = a
-        .trim()
-        .parse()
-        .map_err(|_| invalid("start is not a number"))?;
-    let end: u64 = b
-        .trim()
-        .parse()
-        .map_err(|_| invalid("end is not a number"))?;
+    let (a, b) = text.split_once('-').ok_or("expected start-end")?;
+    let start: u64 = a.trim().parse().map_err(|_| "start is not a number")?;
+    let end: u64 = b.trim().parse().map_err(|_| "end is not a number")?;
     if end < start {
-        return Err(invalid("end is before start"));
+        return Err("end is before start");
     }
     if end == u64::MAX {
-        return Err(invalid("the range ends past the largest blob size"));
+        return Err("the range ends past the largest blob size");
     }
-    Ok(Some(ChunkRange { start, end }))
+    Ok(ChunkRange { start, end })
 }
 
 #[cfg(test)]
