@@ -67,6 +67,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         max_tags_per_push: config.limits.max_tags_per_push,
         max_upload_sessions: config.uploads.max_sessions,
         max_upload_sessions_per_repository: config.uploads.max_sessions_per_repository,
+        bundles: config.bundles.limits(),
         ..Limits::default()
     };
     Ok(AppState {

@@ -6,6 +6,7 @@
 //! Talks to storage and metadata only through their traits.
 
 mod blobs;
+pub mod bundle;
 mod manifests;
 pub mod packs;
 mod uploads;
@@ -136,6 +137,10 @@ pub enum Error {
     /// No such pack, or no version of it matches.
     #[error("{0}")]
     PackUnknown(String),
+    /// An offline bundle refused: not an OCI image layout archive, or one whose
+    /// content is corrupted, incomplete or unsafe to unpack. Nothing was stored.
+    #[error("{0}")]
+    BundleInvalid(String),
     /// Anything else: a bug or a backend failure.
     #[error("internal: {0}")]
     Internal(String),
@@ -205,6 +210,8 @@ pub struct Limits {
     pub max_upload_sessions: u64,
     /// Most upload sessions open at once in one repository (0: no cap).
     pub max_upload_sessions_per_repository: u64,
+    /// Bounds on the bundle archives read.
+    pub bundles: bundle::BundleLimits,
 }
 
 impl Default for Limits {
@@ -217,6 +224,7 @@ impl Default for Limits {
             max_tags_per_push: 100,
             max_upload_sessions: 100_000,
             max_upload_sessions_per_repository: 1_000,
+            bundles: bundle::BundleLimits::default(),
         }
     }
 }

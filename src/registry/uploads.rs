@@ -362,6 +362,12 @@ impl Registry {
         Ok(())
     }
 
+    /// Reads a staged blob's bytes back (they are not visible: only its stager knows
+    /// where they are).
+    pub(super) async fn read_staged(&self, staged: &StagedBlob) -> Result<ByteStream> {
+        Ok(self.blobs.read_part(staged.upload, &staged.part).await?)
+    }
+
     /// Drops a staged blob's bytes.
     pub(super) async fn discard_staged(&self, staged: &StagedBlob) {
         self.discard(staged.upload).await;

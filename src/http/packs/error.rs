@@ -30,6 +30,8 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// 422: the pack manifest breaks a rule (id, semver, type, dependencies).
     InvalidPack,
+    /// 422: an offline bundle refused (corrupted, incomplete, or unsafe to unpack).
+    InvalidBundle,
     /// 503: the database or object store is unreachable; retry.
     Unavailable,
     /// 507: the blob storage is full; nothing was stored.
@@ -48,7 +50,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
-            ErrorCode::InvalidPack => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidPack | ErrorCode::InvalidBundle => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,6 +127,7 @@ impl From<Error> for ApiError {
                 ApiError::new(ErrorCode::InvalidPack, message)
             }
             Error::PackConflict(_) => ApiError::new(ErrorCode::Conflict, message),
+            Error::BundleInvalid(_) => ApiError::new(ErrorCode::InvalidBundle, message),
             Error::PackUnknown(_) => ApiError::new(ErrorCode::NotFound, message),
             Error::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, message),
             Error::RangeNotSatisfiable { size } => {
