@@ -141,6 +141,10 @@ pub enum Error {
     /// content is corrupted, incomplete or unsafe to unpack. Nothing was stored.
     #[error("{0}")]
     BundleInvalid(String),
+    /// An offline bundle over one of its bounds (an entry, the whole, or its
+    /// decompression ratio). Nothing was stored.
+    #[error("{0}")]
+    BundleTooLarge(String),
     /// Anything else: a bug or a backend failure.
     #[error("internal: {0}")]
     Internal(String),

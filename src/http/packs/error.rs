@@ -128,6 +128,7 @@ impl From<Error> for ApiError {
             }
             Error::PackConflict(_) => ApiError::new(ErrorCode::Conflict, message),
             Error::BundleInvalid(_) => ApiError::new(ErrorCode::InvalidBundle, message),
+            Error::BundleTooLarge(_) => ApiError::new(ErrorCode::TooLarge, message),
             Error::PackUnknown(_) => ApiError::new(ErrorCode::NotFound, message),
             Error::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, message),
             Error::RangeNotSatisfiable { size } => {

@@ -184,7 +184,11 @@ pub(super) fn from_io(e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         return invalid(format!("the archive is truncated: {e}"));
     }
-    invalid(format!("not a readable tar archive: {e}"))
+    let said = e.to_string();
+    invalid(format!(
+        "not a readable tar archive: {}",
+        said.split_whitespace().collect::<Vec<_>>().join(" ")
+    ))
 }
 
 /// Counts bytes read into a shared counter.
@@ -216,10 +220,10 @@ impl Read for Bounded {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         if self.read > self.max {
-            return Err(refused_io(Error::TooLarge {
-                what: "bundle (uncompressed)",
-                limit: self.max,
-            }));
+            return Err(refused_io(Error::BundleTooLarge(format!(
+                "the archive is larger than {} bytes uncompressed",
+                self.max
+            ))));
         }
         if let Some(compressed) = &self.compressed {
             let limit = compressed
@@ -227,10 +231,11 @@ impl Read for Bounded {
                 .saturating_mul(self.ratio)
                 .saturating_add(GZIP_RATIO_GRACE);
             if self.read > limit {
-                return Err(refused_io(Error::TooLarge {
-                    what: "gzip bundle's uncompressed size (over the allowed ratio: a gzip bomb)",
-                    limit,
-                }));
+                return Err(refused_io(Error::BundleTooLarge(format!(
+                    "the gzip archive inflates to more than {} bytes per compressed byte \
+                     (a gzip bomb?)",
+                    self.ratio
+                ))));
             }
         }
         Ok(n)
@@ -345,8 +350,8 @@ fn read_inner(
         let mut entry = entry.map_err(from_io)?;
         count += 1;
         if count > limits.max_entries {
-            return Err(invalid(format!(
-                "more than {} entries in the archive",
+            return Err(Error::BundleTooLarge(format!(
+                "the archive has more than {} entries",
                 limits.max_entries
             )));
         }
@@ -377,10 +382,9 @@ fn read_inner(
             _ => limits.max_entry_bytes,
         };
         if size > limit {
-            return Err(Error::TooLarge {
-                what: "bundle entry",
-                limit,
-            });
+            return Err(Error::BundleTooLarge(format!(
+                "entry {path:?} has {size} bytes, more than the {limit} allowed"
+            )));
         }
         let event = match target {
             Target::Layout | Target::Index => {
@@ -514,7 +518,7 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                ("blobs".into(), tar::DETERMINISTIC_TIMESTAMP, 0, 0o755),
+                ("blobs/".into(), tar::DETERMINISTIC_TIMESTAMP, 0, 0o755),
                 (long.clone(), tar::DETERMINISTIC_TIMESTAMP, 0, 0o644),
                 ("index.json".into(), tar::DETERMINISTIC_TIMESTAMP, 0, 0o644),
             ]
