@@ -82,7 +82,7 @@ wait_ready() { # URL PID LOG
   return 1
 }
 
-# Starts one of our registries named $1; prints its host:port.
+# Starts one of our registries named $1; sets ADDR to its host:port.
 start_ours() {
   local name="$1" port env=()
   port="$(free_port)"
@@ -100,8 +100,8 @@ start_ours() {
   env "${env[@]}" PACKS__LOG__LEVEL=warn \
     "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$WORK/$name" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
-  wait_ready "http://127.0.0.1:$port/v2/" "$!" "$WORK/$name.log" >&2
-  echo "127.0.0.1:$port"
+  wait_ready "http://127.0.0.1:$port/v2/" "$!" "$WORK/$name.log"
+  ADDR="127.0.0.1:$port"
 }
 
 if [ "${BUNDLES_PRODUCTION:-0}" = "1" ]; then
@@ -111,9 +111,9 @@ if [ "${BUNDLES_PRODUCTION:-0}" = "1" ]; then
 else
   echo "run.sh: embedded configuration (SQLite + filesystem)"
 fi
-A="$(start_ours a)"
-B="$(start_ours b)"
-C="$(start_ours c)"
+start_ours a; A="$ADDR"
+start_ours b; B="$ADDR"
+start_ours c; C="$ADDR"
 
 D_PORT="$(free_port)"
 mkdir -p "$WORK/distribution"
