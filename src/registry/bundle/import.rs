@@ -764,3 +764,29 @@ async fn hash_only(
     .await
     .map_err(|e| Error::Internal(format!("hashing thread failed: {e}")))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_names_name_a_repository_and_a_tag() {
+        let (repo, tag) = repo_and_tag("packs/policy-baseline:2.1.0_build.7").unwrap();
+        assert_eq!(
+            (repo.as_str(), tag.as_str()),
+            ("packs/policy-baseline", "2.1.0_build.7")
+        );
+        // A bare tag (what `skopeo copy … oci-archive:FILE:v1` writes) names no
+        // repository; nor does a reference with a registry host in it.
+        for none in [
+            "v1",
+            "latest",
+            "registry:5000/team/app",
+            "localhost:5000/team/app:v1",
+            "Team/App:v1",
+            ":v1",
+        ] {
+            assert!(repo_and_tag(none).is_none(), "{none}");
+        }
+    }
+}
