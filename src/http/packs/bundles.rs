@@ -8,7 +8,7 @@ use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::error::{ApiError, ErrorEnvelope};
-use super::types::{Imported, PackTypeDoc};
+use super::types::{ArchiveDoc, Imported, PackSpecDoc, PackTypeDoc};
 use crate::http::{QueryPairs, State, body};
 use crate::registry::PackType;
 use crate::registry::bundle::BundleSelection;
@@ -26,7 +26,7 @@ use crate::registry::bundle::BundleSelection;
                    content always gives the same bytes. `skopeo copy \
                    oci-archive:bundle.tar:<repository>:<tag>` reads it.",
     params(
-        ("pack" = Option<Vec<String>>, Query, explode = true, description = "`<id>@<version or semver requirement>`; repeat for more"),
+        ("pack" = Option<Vec<PackSpecDoc>>, Query, explode = true, description = "`<id>@<version or semver requirement>`; repeat for more"),
         ("type" = Option<PackTypeDoc>, Query, description = "Only packs of this type (alone: every pack of this type)"),
         ("all" = Option<bool>, Query, description = "Every version of every pack"),
     ),
@@ -95,7 +95,14 @@ pub(super) async fn export(state: State, req: HttpRequest) -> Result<HttpRespons
                    archive before anything is stored; then blobs, manifests and tags are \
                    pushed as `/v2` pushes them, so packs are indexed. A tag is never moved. \
                    Importing the same bundle again changes nothing (200, `nothingNew`).",
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The archive"),
+    request_body(
+        content(
+            (ArchiveDoc = "application/x-tar"),
+            (ArchiveDoc = "application/gzip"),
+            (ArchiveDoc = "application/octet-stream")
+        ),
+        description = "The archive; any content type is read the same way"
+    ),
     responses(
         (status = 201, description = "Imported: something was added", body = Imported),
         (status = 200, description = "The registry already held everything", body = Imported),

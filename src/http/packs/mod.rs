@@ -538,7 +538,7 @@ async fn publish(
     components(schemas(
         PackSummary, Pack, Version, PackList, PackResponse, VersionList, Published, Deleted,
         Dependency, PackTypeDoc, PackManifestInput, PublishForm, ErrorEnvelope, ErrorBody,
-        ErrorCode, Imported, ImportedPack
+        ErrorCode, Imported, ImportedPack, PackSpecDoc, ArchiveDoc
     )),
     tags(
         (name = "packs", description = "Publish, list, search, download and delete packs"),

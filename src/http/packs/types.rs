@@ -364,3 +364,15 @@ impl From<crate::registry::bundle::ImportReport> for Imported {
         }
     }
 }
+
+/// A pack as `GET /packs/export` names it: `<id>@<version or semver requirement>`.
+#[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)] // documentation only: the handler reads query text
+#[schema(value_type = String, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?@.+$")]
+pub struct PackSpecDoc(String);
+
+/// An archive as a request body: the bytes of a `.tar` or `.tar.gz` file.
+#[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)] // documentation only: the handler streams the body
+#[schema(value_type = String, format = Binary)]
+pub struct ArchiveDoc(Vec<u8>);
