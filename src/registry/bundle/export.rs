@@ -84,7 +84,7 @@ impl Registry {
         // Every manifest reachable from the packs: index children, then referrers
         // (and theirs), each with the blobs it references.
         let mut manifests: BTreeMap<Digest, (RepoName, u64)> = BTreeMap::new();
-        let mut blobs: BTreeMap<Digest, (RepoName, u64)> = BTreeMap::new();
+        let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
         let mut referrers: BTreeMap<Digest, (RepoName, u64, Option<String>, String)> =
             BTreeMap::new();
         let mut stack: Vec<(RepoName, Digest)> = packs
@@ -117,9 +117,7 @@ impl Registry {
                         b.digest
                     )));
                 }
-                blobs
-                    .entry(b.digest.clone())
-                    .or_insert((repo.clone(), b.size));
+                blobs.entry(b.digest.clone()).or_insert(b.size);
             }
             for child in &checked.children {
                 stack.push((repo.clone(), child.digest.clone()));
@@ -203,7 +201,7 @@ impl Registry {
                 (*size, Source::Manifest(repo.clone(), digest.clone())),
             );
         }
-        for (digest, (_, size)) in &blobs {
+        for (digest, size) in &blobs {
             files
                 .entry(archive::blob_path(digest))
                 .or_insert((*size, Source::Blob(digest.clone())));
