@@ -534,6 +534,13 @@ async fn import_refusals_change_nothing(backend: Backend) {
         good_tar[..files_end].to_vec(),
         StatusCode::UNPROCESSABLE_ENTITY,
     ));
+    // The same blob twice; data after the end-of-archive blocks.
+    let mut f = good.clone();
+    f.push(f.iter().find(|(p, _)| *p == big).unwrap().clone());
+    cases.push(("a blob twice", build(&f), StatusCode::UNPROCESSABLE_ENTITY));
+    let mut trailing = good_tar.clone();
+    trailing.extend_from_slice(b"more");
+    cases.push(("data after the end", trailing, StatusCode::UNPROCESSABLE_ENTITY));
     // A gzip bomb: a good archive followed by zeros, compressed.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&good_tar).unwrap();
@@ -581,6 +588,8 @@ async fn import_refusals_change_nothing(backend: Backend) {
             oversized entry: entry "blobs/sha256/<hex>" has 1048577 bytes, more than the 1048576 allowed
             truncated in a blob: the archive is truncated in "blobs/sha256/<hex>"
             no end-of-archive blocks: the archive is truncated: it ends without its end-of-archive blocks
+            a blob twice: blobs/sha256/<hex> appears twice
+            data after the end: data follows the end of the archive
             gzip bomb: the gzip archive inflates to more than 10 bytes per compressed byte (a gzip bomb?)
             truncated gzip: the archive is truncated: incomplete deflate stream
         "#);
@@ -648,6 +657,76 @@ async fn plain_image_goes_where_its_ref_name_says() {
     let other = TestApp::new().await;
     let r = import(&other, &build(&f)).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+}
+
+/// An index travels with its children, which go to the index's repository; every
+/// blob and manifest comes out as it went in.
+#[actix_web::test]
+async fn an_index_brings_its_children() {
+    let src = TestApp::new().await;
+    let (amd, amd_body) = src.push_image("team/multi", "amd", b"amd64 layer").await;
+    let (arm, arm_body) = src.push_image("team/multi", "arm", b"arm64 layer").await;
+    let index = common::index_manifest(
+        common::OCI_INDEX,
+        &[
+            (OCI_MANIFEST, &amd, amd_body.len()),
+            (OCI_MANIFEST, &arm, arm_body.len()),
+        ],
+    );
+    let digest = src
+        .push_manifest("team/multi", "v1", common::OCI_INDEX, &index)
+        .await;
+    let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
+    let top = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": common::OCI_INDEX, "digest": digest, "size": index.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "team/multi:v1"}}]});
+    let mut f = vec![
+        (
+            "oci-layout".to_owned(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        ("index.json".to_owned(), serde_json::to_vec(&top).unwrap()),
+        (blob_path(&digest), index.clone()),
+        (blob_path(&amd), amd_body.clone()),
+        (blob_path(&arm), arm_body.clone()),
+        (blob_path(&sha256(cfg)), cfg.to_vec()),
+    ];
+    for layer in [&b"amd64 layer"[..], b"arm64 layer"] {
+        f.push((blob_path(&sha256(layer)), layer.to_vec()));
+    }
+    let app = TestApp::new().await;
+    let r = import(&app, &build(&f)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["manifestsAdded"], 3);
+    assert_eq!(app.get("/v2/team/multi/manifests/v1").await.body, index);
+    for (child, body) in [(&amd, &amd_body), (&arm, &arm_body)] {
+        let got = app.get(format!("/v2/team/multi/manifests/{child}")).await;
+        assert_eq!(&got.body, body);
+    }
+    let got = app
+        .get(format!("/v2/team/multi/blobs/{}", sha256(b"arm64 layer")))
+        .await;
+    assert_eq!(got.body.as_ref(), b"arm64 layer");
+    // A child missing from the archive refuses the whole.
+    let without: Vec<_> = f
+        .iter()
+        .filter(|(p, _)| *p != blob_path(&arm))
+        .cloned()
+        .collect();
+    let other = TestApp::new().await;
+    let r = import(&other, &build(&without)).await;
+    let message = packs_error(&r, StatusCode::UNPROCESSABLE_ENTITY)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("manifests[1]") && message.contains(&arm),
+        "{message}"
+    );
+    assert_eq!(
+        other.get("/v2/_catalog").await.json()["repositories"],
+        json!([])
+    );
 }
 
 on_both_backends!(
