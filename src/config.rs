@@ -25,6 +25,8 @@ pub struct Config {
     pub uploads: UploadsConfig,
     /// The `/packs` facade and the packs index.
     pub packs: PacksConfig,
+    /// Offline bundles (`/packs/import`, `packs-registry bundle`).
+    pub bundles: BundlesConfig,
     /// Logging.
     pub log: LogConfig,
     /// Traces (OpenTelemetry) and metrics (Prometheus).
@@ -425,6 +427,45 @@ impl Default for PacksConfig {
     }
 }
 
+/// `[bundles]`: bounds on the archives `POST /packs/import` (and `bundle verify`)
+/// reads, so that no archive, however built, costs more than they allow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundlesConfig {
+    /// Largest tar entry (one blob), in bytes (413 beyond, before it is read).
+    pub max_entry_bytes: u64,
+    /// Largest archive, counted as uncompressed tar bytes (413 beyond).
+    pub max_archive_bytes: u64,
+    /// Most uncompressed bytes per compressed byte of a `.tar.gz` past its first
+    /// 64 MiB (413 beyond): what a gzip bomb exceeds.
+    pub max_gzip_ratio: u64,
+    /// Most entries in an archive.
+    pub max_entries: u64,
+}
+
+impl BundlesConfig {
+    /// The domain's view of these bounds.
+    pub fn limits(&self) -> crate::registry::bundle::BundleLimits {
+        crate::registry::bundle::BundleLimits {
+            max_entry_bytes: self.max_entry_bytes,
+            max_archive_bytes: self.max_archive_bytes,
+            max_gzip_ratio: self.max_gzip_ratio,
+            max_entries: self.max_entries,
+        }
+    }
+}
+
+impl Default for BundlesConfig {
+    fn default() -> Self {
+        BundlesConfig {
+            max_entry_bytes: 16 * 1024 * 1024 * 1024,
+            max_archive_bytes: 64 * 1024 * 1024 * 1024,
+            max_gzip_ratio: 100,
+            max_entries: 100_000,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -775,6 +816,18 @@ impl Config {
             || !(1..=self.packs.max_page_size).contains(&self.packs.default_page_size)
         {
             return bad("packs.default_page_size must be between 1 and packs.max_page_size".into());
+        }
+        let b = &self.bundles;
+        if b.max_entry_bytes == 0 || b.max_archive_bytes < b.max_entry_bytes {
+            return bad(
+                "bundles.max_entry_bytes must be at least 1 and at most bundles.max_archive_bytes"
+                    .into(),
+            );
+        }
+        if b.max_gzip_ratio == 0 || b.max_entries < 3 {
+            return bad(
+                "bundles.max_gzip_ratio must be at least 1, bundles.max_entries at least 3".into(),
+            );
         }
         if self.metadata.max_connections == 0 {
             return bad("metadata.max_connections must be at least 1".into());

@@ -4,11 +4,13 @@
 //! Layers, dependencies pointing one way:
 //! `http` (`/v2`, `/packs`, operations) → `registry` (domain) → `storage`, `metadata`
 //! (traits and backends), with `auth` (principals, grants, tokens; no HTTP) beside them.
-//! `server` wires it all once at start-up.
+//! `server` wires it all once at start-up. `cli` holds the subcommands that act on a
+//! registry as an HTTP client (offline bundles).
 
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod http;

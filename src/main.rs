@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use packs_registry::telemetry::Telemetry;
-use packs_registry::{auth, config::Config, server};
+use packs_registry::{auth, cli, config::Config, server};
 
 #[derive(Parser)]
 #[command(name = "packs-registry", version, about = "An OCI registry for packs")]
@@ -39,6 +39,12 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: auth::cli::TokenCommand,
+    },
+    /// Offline bundles: export packs from a registry, import them into another,
+    /// verify an archive.
+    Bundle {
+        #[command(subcommand)]
+        command: cli::bundle::BundleCommand,
     },
 }
 
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("{}: {e}", file.display())),
             Command::User { command } => auth::cli::run_user(command),
             Command::Token { command } => auth::cli::run_token(command),
+            Command::Bundle { command } => cli::bundle::run(command).await,
         }
     });
     // Off the runtimes now: flushing may block for the exporter's timeout.

@@ -75,6 +75,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         immutable_tags: config.tags.immutable.clone(),
         max_upload_sessions: config.uploads.max_sessions,
         max_upload_sessions_per_repository: config.uploads.max_sessions_per_repository,
+        bundles: config.bundles.limits(),
         ..Limits::default()
     };
     let auth = crate::auth::Authorizer::from_config(&config.auth)?;

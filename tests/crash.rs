@@ -47,7 +47,7 @@ impl Deployment {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("PACKS__LOG__LEVEL", "error")
-            .stdout(Stdio::null())
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start packs-registry")
@@ -107,9 +107,9 @@ struct Ledger {
     manifests: Vec<(String, String, String)>,
     /// Packs acknowledged: id, version, content digest.
     packs: Vec<(String, String, String)>,
-    /// Chunked uploads begun: repository, location, the whole content, the offset
+    /// Chunked uploads begun, by location: repository, the whole content, the offset
     /// acknowledged, and whether its closing `PUT` was sent (and not answered).
-    uploads: Vec<(String, String, Bytes, u64, bool)>,
+    uploads: BTreeMap<String, (String, Bytes, u64, bool)>,
 }
 
 fn content(rng: &mut fastrand::Rng, min: usize, max: usize) -> Bytes {
@@ -191,12 +191,11 @@ async fn client(d: &Deployment, ledger: Arc<Mutex<Ledger>>, round: u64, worker: 
                     return;
                 }
                 let location = r.headers()["location"].to_str().unwrap().to_owned();
-                let index = {
-                    let mut l = ledger.lock().unwrap();
-                    l.uploads
-                        .push((repo.clone(), location.clone(), bytes.clone(), 0, false));
-                    l.uploads.len() - 1
-                };
+                ledger
+                    .lock()
+                    .unwrap()
+                    .uploads
+                    .insert(location.clone(), (repo.clone(), bytes.clone(), 0, false));
                 let mut offset = 0usize;
                 while offset < bytes.len() {
                     let end = (offset + 256 * 1024).min(bytes.len());
@@ -213,10 +212,14 @@ async fn client(d: &Deployment, ledger: Arc<Mutex<Ledger>>, round: u64, worker: 
                         return;
                     }
                     offset = end;
-                    ledger.lock().unwrap().uploads[index].3 = offset as u64;
+                    if let Some(u) = ledger.lock().unwrap().uploads.get_mut(&location) {
+                        u.2 = offset as u64;
+                    }
                 }
                 let digest = prod::sha256(&bytes);
-                ledger.lock().unwrap().uploads[index].4 = true;
+                if let Some(u) = ledger.lock().unwrap().uploads.get_mut(&location) {
+                    u.3 = true;
+                }
                 let Ok(r) = http
                     .put(d.url(&format!("{location}?digest={digest}")))
                     .send()
@@ -226,7 +229,7 @@ async fn client(d: &Deployment, ledger: Arc<Mutex<Ledger>>, round: u64, worker: 
                 };
                 if r.status() == 201 {
                     let mut l = ledger.lock().unwrap();
-                    l.uploads.remove(index);
+                    l.uploads.remove(&location);
                     l.blobs.push((repo.clone(), digest, bytes));
                 }
             }
@@ -448,7 +451,7 @@ async fn check(d: &Deployment, ledger: &Mutex<Ledger>) {
     }
     // Interrupted uploads resume from the offset the server reports, and only then
     // is their blob visible.
-    for (repo, location, bytes, acked, finishing) in &uploads {
+    for (location, (repo, bytes, acked, finishing)) in &uploads {
         let digest = prod::sha256(bytes);
         let r = http.get(d.url(location)).send().await.unwrap();
         if *finishing && r.status() == 404 {
@@ -484,8 +487,26 @@ async fn check(d: &Deployment, ledger: &Mutex<Ledger>) {
                 .header("content-range", format!("{offset}-{}", bytes.len() - 1))
                 .body(rest);
         }
+        let id = location.rsplit('/').next().unwrap();
+        let data = d.dir.path().join("blobs/uploads").join(id);
+        let listing: Vec<(String, u64)> = std::fs::read_dir(&data)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| {
+                        (
+                            e.file_name().to_string_lossy().into_owned(),
+                            e.metadata().unwrap().len(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let r = put.send().await.unwrap();
-        assert_eq!(r.status(), 201, "{location}: resumed");
+        assert_eq!(
+            r.status(),
+            201,
+            "{location}: resumed; acked {acked}, server offset {offset}, files before {listing:?}"
+        );
         blob_is(d, &http, repo, &digest, Some(bytes.len() as u64)).await;
     }
     ledger.lock().unwrap().uploads.clear();

@@ -700,3 +700,78 @@ async fn metrics_can_require_a_grant() {
     assert_eq!(scrape("alice", ALICE).await.status, StatusCode::OK);
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
 }
+
+/// Bundles obey the same grants: an export is a pull of every repository in it, an
+/// import a push to every repository it writes (refused before anything is stored).
+#[actix_web::test]
+async fn bundles_obey_the_same_grants() {
+    let f = fixture().await;
+    let writer = f.minted(&["packs/:pull,push"], Duration::from_secs(600));
+    let manifest = json!({"packId": "exported", "version": "1.0.0", "type": "task", "name": "x"});
+    let boundary = "XBOUNDARY";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\
+         Content-Type: application/json\r\n\r\n{manifest}\r\n--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"content\"; filename=\"c\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\nbundle me\r\n--{boundary}--\r\n"
+    );
+    let r = f
+        .app
+        .req(Method::POST, "/packs")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("authorization", format!("Bearer {writer}"))
+        .body(body)
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let export = |bearer: Option<String>| {
+        let mut call = f.app.req(Method::GET, "/packs/export?pack=exported@1.0.0");
+        if let Some(b) = bearer {
+            call = call.header("authorization", format!("Bearer {b}"));
+        }
+        call.send()
+    };
+    assert_eq!(export(None).await.status, StatusCode::UNAUTHORIZED);
+    let other = f.minted(&["packs/other:pull"], Duration::from_secs(600));
+    assert_eq!(export(Some(other)).await.status, StatusCode::FORBIDDEN);
+    let archive = export(Some(writer.clone())).await;
+    assert_eq!(archive.status, StatusCode::OK);
+    let import = |bearer: Option<String>| {
+        let mut call = f
+            .app
+            .req(Method::POST, "/packs/import")
+            .header("content-type", "application/x-tar")
+            .body(archive.body.clone());
+        if let Some(b) = bearer {
+            call = call.header("authorization", format!("Bearer {b}"));
+        }
+        call.send()
+    };
+    // Deleted, then imported back: only with push on its repository.
+    let deleter = f.minted(&["packs/:delete"], Duration::from_secs(600));
+    let r = f
+        .app
+        .req(Method::DELETE, "/packs/exported/1.0.0")
+        .header("authorization", format!("Bearer {deleter}"))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(import(None).await.status, StatusCode::UNAUTHORIZED);
+    let reader = f.minted(&["packs/:pull"], Duration::from_secs(600));
+    assert_eq!(
+        import(Some(reader.clone())).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = f
+        .app
+        .req(Method::GET, "/packs/exported")
+        .header("authorization", format!("Bearer {reader}"))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing imported");
+    let r = import(Some(writer)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}

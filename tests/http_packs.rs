@@ -1086,6 +1086,8 @@ async fn openapi_document(backend: Backend) {
         paths.keys().collect::<Vec<_>>(),
         [
             "/packs",
+            "/packs/export",
+            "/packs/import",
             "/packs/{id}",
             "/packs/{id}/versions",
             "/packs/{id}/{version}"

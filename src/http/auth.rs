@@ -80,6 +80,11 @@ impl Needs {
         self
     }
 
+    /// Nothing yet: a start for [`Needs::and`].
+    pub fn none() -> Self {
+        Needs::default()
+    }
+
     /// The catalog.
     pub fn catalog() -> Self {
         Needs {

@@ -550,6 +550,8 @@ fn route_label(name: &str) -> Option<&'static str> {
         "packs_get",
         "packs_versions",
         "packs_content",
+        "packs_export",
+        "packs_import",
         "healthz",
         "readyz",
         "metrics",

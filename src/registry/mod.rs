@@ -6,6 +6,7 @@
 //! Talks to storage and metadata only through their traits.
 
 mod blobs;
+pub mod bundle;
 mod manifests;
 pub mod packs;
 mod uploads;
@@ -139,6 +140,14 @@ pub enum Error {
     /// No such pack, or no version of it matches.
     #[error("{0}")]
     PackUnknown(String),
+    /// An offline bundle refused: not an OCI image layout archive, or one whose
+    /// content is corrupted, incomplete or unsafe to unpack. Nothing was stored.
+    #[error("{0}")]
+    BundleInvalid(String),
+    /// An offline bundle over one of its bounds (an entry, the whole, or its
+    /// decompression ratio). Nothing was stored.
+    #[error("{0}")]
+    BundleTooLarge(String),
     /// Anything else: a bug or a backend failure.
     #[error("internal: {0}")]
     Internal(String),
@@ -214,6 +223,8 @@ pub struct Limits {
     /// Repositories whose version tags never move (`tags.immutable`): a name, a
     /// prefix ending in `/`, or `*`.
     pub immutable_tags: Vec<String>,
+    /// Bounds on the bundle archives read.
+    pub bundles: bundle::BundleLimits,
 }
 
 impl Default for Limits {
@@ -227,6 +238,7 @@ impl Default for Limits {
             max_upload_sessions: 100_000,
             max_upload_sessions_per_repository: 1_000,
             immutable_tags: vec!["packs/".into()],
+            bundles: bundle::BundleLimits::default(),
         }
     }
 }

@@ -362,6 +362,12 @@ impl Registry {
         Ok(())
     }
 
+    /// Reads a staged blob's bytes back (they are not visible: only its stager knows
+    /// where they are).
+    pub(super) async fn read_staged(&self, staged: &StagedBlob) -> Result<ByteStream> {
+        Ok(self.blobs.read_part(staged.upload, &staged.part).await?)
+    }
+
     /// Drops a staged blob's bytes.
     pub(super) async fn discard_staged(&self, staged: &StagedBlob) {
         self.discard(staged.upload).await;
@@ -545,6 +551,18 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<u64> {
         let (_lock, mut record, mut hasher) = self.lock_and_load(repo, id).await?;
+        // A closing PUT without bytes (no Content-Length, or a chunked empty body)
+        // writes no part: a commit interrupted after it made the blob (a crash
+        // between the rename and the session's removal) is then finished by this
+        // PUT, instead of a part write finding the upload's file gone.
+        let body = match body {
+            Some(body) if range.is_none() => {
+                let mut body = body.peekable();
+                let empty = std::pin::Pin::new(&mut body).peek().await.is_none();
+                (!empty).then(|| body.boxed())
+            }
+            other => other,
+        };
         if let Some(body) = body {
             hasher = self.append(&mut record, hasher, range, body).await?;
         }
@@ -892,5 +910,49 @@ mod tests {
             .await
             .unwrap();
         assert!(read_all(&registry, &repo, &digest).await == bytes);
+    }
+
+    /// A crash between a commit's rename and the session's removal left the blob's
+    /// bytes in place and the session open: the client's closing PUT again (no
+    /// bytes) finishes the upload instead of failing on the upload's missing file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_cut_short_is_finished_by_the_closing_put_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = fs_registry(dir.path(), Duration::from_secs(3)).await;
+        let repo = RepoName::parse("packs/crash").unwrap();
+        let session = registry
+            .start_upload(&repo, Algorithm::Sha256)
+            .await
+            .unwrap();
+        let state = registry
+            .append_chunk(&repo, session.id, None, body(b"all of it"))
+            .await
+            .unwrap();
+        assert_eq!(state.offset, 9);
+        // What the interrupted PUT got done: the bytes moved under the digest.
+        let record = registry
+            .meta
+            .get_upload(&repo, session.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let digest = sha256(b"all of it");
+        registry
+            .blobs
+            .commit(session.id, &record.parts, &digest)
+            .await
+            .unwrap();
+        // The client retries its PUT, without bytes (an empty chunked body).
+        let empty = futures_util::stream::empty().boxed();
+        let size = registry
+            .finish_upload(&repo, session.id, &digest, None, Some(empty))
+            .await
+            .unwrap();
+        assert_eq!(size, 9);
+        assert_eq!(read_all(&registry, &repo, &digest).await, b"all of it");
+        assert!(matches!(
+            registry.upload_status(&repo, session.id).await,
+            Err(Error::BlobUploadUnknown)
+        ));
     }
 }

@@ -148,6 +148,11 @@ impl Replica {
         digest
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -203,7 +203,10 @@ impl From<Error> for OciError {
             Error::Unsupported(_) => OciError::new(S::METHOD_NOT_ALLOWED, C::Unsupported, message),
             Error::Body(_) => OciError::new(S::BAD_REQUEST, C::BlobUploadInvalid, message),
             // Raised by the packs domain only, which /v2 does not call.
-            Error::PackMalformed(_) | Error::PackInvalid(_) => {
+            Error::PackMalformed(_)
+            | Error::PackInvalid(_)
+            | Error::BundleInvalid(_)
+            | Error::BundleTooLarge(_) => {
                 OciError::new(S::BAD_REQUEST, C::ManifestInvalid, message)
             }
             Error::PackConflict(_) | Error::TagImmutable(_) => {

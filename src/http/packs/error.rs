@@ -35,6 +35,8 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// 422: the pack manifest breaks a rule (id, semver, type, dependencies).
     InvalidPack,
+    /// 422: an offline bundle refused (corrupted, incomplete, or unsafe to unpack).
+    InvalidBundle,
     /// 503: the database or object store is unreachable; retry.
     Unavailable,
     /// 507: the blob storage is full; nothing was stored.
@@ -55,7 +57,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
-            ErrorCode::InvalidPack => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidPack | ErrorCode::InvalidBundle => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,6 +148,8 @@ impl From<Error> for ApiError {
             Error::PackConflict(_) | Error::TagImmutable(_) => {
                 ApiError::new(ErrorCode::Conflict, message)
             }
+            Error::BundleInvalid(_) => ApiError::new(ErrorCode::InvalidBundle, message),
+            Error::BundleTooLarge(_) => ApiError::new(ErrorCode::TooLarge, message),
             Error::PackUnknown(_) => ApiError::new(ErrorCode::NotFound, message),
             Error::TooLarge { .. } => ApiError::new(ErrorCode::TooLarge, message),
             Error::RangeNotSatisfiable { size } => {

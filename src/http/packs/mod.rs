@@ -7,6 +7,7 @@
 //!
 //! Must not touch storage or metadata directly, nor know the OCI wire format.
 
+mod bundles;
 mod error;
 mod types;
 
@@ -50,6 +51,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .get(list)
                     .post(publish)
                     .default_service(web::to(|| unsupported("GET, POST"))),
+            )
+            // Before `/{id}`: `export` and `import` are reserved, never pack ids.
+            .service(
+                web::resource("/export")
+                    .name("packs_export")
+                    .wrap(actix_web::middleware::from_fn(authorize))
+                    .get(bundles::export)
+                    .default_service(web::to(|| unsupported("GET"))),
+            )
+            .service(
+                web::resource("/import")
+                    .name("packs_import")
+                    .wrap(actix_web::middleware::from_fn(authorize))
+                    .post(bundles::import)
+                    .default_service(web::to(|| unsupported("POST"))),
             )
             .service(
                 web::resource("/openapi.json")
@@ -604,13 +620,16 @@ async fn publish(
                        stored in the registry's OCI repositories. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`."
     ),
-    paths(list, publish, get_pack, versions, content, delete),
+    paths(list, publish, get_pack, versions, content, delete, bundles::export, bundles::import),
     components(schemas(
         PackSummary, Pack, Version, PackList, PackResponse, VersionList, Published, Deleted,
         Dependency, PackTypeDoc, PackManifestInput, PublishForm, ErrorEnvelope, ErrorBody,
-        ErrorCode
+        ErrorCode, Imported, ImportedPack, PackSpecDoc, ArchiveDoc
     )),
-    tags((name = "packs", description = "Publish, list, search, download and delete packs"))
+    tags(
+        (name = "packs", description = "Publish, list, search, download and delete packs"),
+        (name = "bundles", description = "Offline bundles: export packs as an OCI image layout archive, import one")
+    )
 )]
 pub struct PacksApi;
 

@@ -287,3 +287,92 @@ pub struct PublishForm {
     #[schema(value_type = String, format = Binary)]
     pub content: Vec<u8>,
 }
+
+/// A pack of an imported bundle.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedPack {
+    /// The pack's id.
+    pub pack_id: String,
+    /// Its version.
+    pub version: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    #[schema(value_type = PackTypeDoc)]
+    pub pack_type: String,
+    /// Digest of its content.
+    pub digest: String,
+    /// Digest of its OCI manifest.
+    pub manifest_digest: String,
+    /// Its repository.
+    pub repository: String,
+    /// Whether this import added it (`false`: the registry had it already).
+    pub added: bool,
+}
+
+/// What `POST /packs/import` did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Imported {
+    /// `true` when the registry already held everything in the bundle: nothing changed.
+    pub nothing_new: bool,
+    /// The packs in the bundle.
+    pub packs: Vec<ImportedPack>,
+    /// Referrers (signatures, SBOMs, attestations) in the bundle.
+    pub referrers: usize,
+    /// Manifests stored anew (per repository).
+    pub manifests_added: usize,
+    /// Manifests the registry already held.
+    pub manifests_present: usize,
+    /// Blobs linked anew into a repository.
+    pub blobs_added: usize,
+    /// Blobs the repositories already held.
+    pub blobs_present: usize,
+    /// Bytes of blobs stored anew.
+    pub bytes_added: u64,
+    /// Tags added.
+    pub tags_added: usize,
+    /// Repositories the bundle writes.
+    pub repositories: Vec<String>,
+}
+
+impl From<crate::registry::bundle::ImportReport> for Imported {
+    fn from(r: crate::registry::bundle::ImportReport) -> Self {
+        Imported {
+            nothing_new: r.nothing_new(),
+            packs: r
+                .packs
+                .into_iter()
+                .map(|(p, added)| ImportedPack {
+                    pack_id: p.pack_id,
+                    version: p.version,
+                    pack_type: p.pack_type,
+                    digest: p.digest,
+                    manifest_digest: p.manifest_digest,
+                    repository: p.repository,
+                    added,
+                })
+                .collect(),
+            referrers: r.referrers,
+            manifests_added: r.manifests_added,
+            manifests_present: r.manifests_present,
+            blobs_added: r.blobs_added,
+            blobs_present: r.blobs_present,
+            bytes_added: r.bytes_added,
+            tags_added: r.tags_added,
+            repositories: r.repositories,
+        }
+    }
+}
+
+/// A pack as `GET /packs/export` names it: `<id>@<version or semver requirement>`.
+#[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)] // documentation only: the handler reads query text
+#[schema(value_type = String, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?@.+$")]
+pub struct PackSpecDoc(String);
+
+/// An archive as a request body: the bytes of a `.tar` or `.tar.gz` file.
+#[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)] // documentation only: the handler streams the body
+#[schema(value_type = String, format = Binary)]
+pub struct ArchiveDoc(Vec<u8>);

@@ -42,7 +42,7 @@ impl Registry {
         valid_pack_id(id).then(|| id.to_owned())
     }
 
-    pub(super) fn pack_repo(&self, pack_id: &str) -> Result<RepoName> {
+    pub(crate) fn pack_repo(&self, pack_id: &str) -> Result<RepoName> {
         RepoName::parse(&format!("{}{pack_id}", self.packs.prefix))
             .map_err(|e| Error::PackInvalid(format!("packId {pack_id}: {e}")))
     }

@@ -86,6 +86,10 @@ impl ValidPack {
     }
 }
 
+/// Ids no pack may take: `/packs/export` and `/packs/import` are the offline bundle
+/// endpoints.
+pub const RESERVED_PACK_IDS: [&str; 2] = ["export", "import"];
+
 /// Is `id` a pack id: a lower-case DNS label (`[a-z0-9]`, inner `-`, at most 63)?
 pub fn valid_pack_id(id: &str) -> bool {
     let b = id.as_bytes();
@@ -129,6 +133,12 @@ pub fn validate(manifest: PackManifest) -> Result<ValidPack, String> {
         return Err(format!(
             "packId {:?} must be 1 to {MAX_PACK_ID} lower-case letters, digits and inner hyphens",
             m.pack_id
+        ));
+    }
+    if RESERVED_PACK_IDS.contains(&m.pack_id.as_str()) {
+        return Err(format!(
+            "packId {:?} is reserved: /packs/{} is the bundle endpoint",
+            m.pack_id, m.pack_id
         ));
     }
     let version = semver::Version::parse(&m.version)

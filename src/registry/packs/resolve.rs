@@ -212,12 +212,24 @@ impl Registry {
                 "{spec:?} is neither a version of {pack_id} nor a semver requirement: {e}"
             ))
         })?;
-        self.meta
+        self.newest_matching(pack_id, &req)
+            .await?
+            .ok_or_else(unknown)
+    }
+
+    /// The newest version of `pack_id` that `req` matches, if any: how a dependency's
+    /// requirement resolves (versions are read newest first, in `sort_key` order).
+    pub(crate) async fn newest_matching(
+        &self,
+        pack_id: &str,
+        req: &semver::VersionReq,
+    ) -> Result<Option<PackVersionRecord>> {
+        Ok(self
+            .meta
             .list_pack_versions(pack_id)
             .await?
             .into_iter()
-            .find(|v| semver::Version::parse(&v.version).is_ok_and(|p| req.matches(&p)))
-            .ok_or_else(unknown)
+            .find(|v| semver::Version::parse(&v.version).is_ok_and(|p| req.matches(&p))))
     }
 
     /// Opens the content of the version `spec` names (see
