@@ -35,6 +35,62 @@ pub struct Config {
     pub tags: TagsConfig,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// Garbage collection.
+    pub gc: GcConfig,
+    /// Retention rules (`[[retention]]`), applied by the collector in order: the first
+    /// rule covering a pack applies to it.
+    pub retention: Vec<RetentionConfig>,
+}
+
+/// `[gc]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Run the collector in `serve` and `worker`, every `interval_secs`; one
+    /// process at a time collects (the others skip their turn).
+    pub enabled: bool,
+    /// Seconds between two collections.
+    pub interval_secs: u64,
+    /// Seconds an unreferenced upload or untagged manifest is kept before it may be
+    /// collected: longer than a push takes from its first blob to its manifest.
+    pub grace_secs: u64,
+    /// Keep referrers (signatures, attestations) whose subject is gone.
+    pub keep_orphaned_referrers: bool,
+    /// Also list the blob store for bytes no row refers to (left by a crash).
+    pub sweep_storage: bool,
+    /// Repositories (the largest) whose storage figures `/metrics` shows.
+    pub metrics_repositories: u32,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            interval_secs: 3600,
+            grace_secs: 3600,
+            keep_orphaned_referrers: false,
+            sweep_storage: true,
+            metrics_repositories: 100,
+        }
+    }
+}
+
+/// One `[[retention]]` rule (see `registry/retention.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Covers packs of this type only (`policy`, `analyzer`, `task`, `bundle`).
+    pub pack_type: Option<String>,
+    /// Covers packs whose repository starts with this only.
+    pub repository_prefix: Option<String>,
+    /// Keep the newest this many versions of each pack.
+    pub keep_newest: Option<u32>,
+    /// Keep versions published less than this many days ago.
+    pub keep_days: Option<u32>,
+    /// Never let versions matching one of these globs go (`"1.*"`, `"*-lts"`).
+    pub protect: Vec<String>,
+    /// Let prereleases published more than this many days ago go.
+    pub drop_prereleases_after_days: Option<u32>,
 }
 
 /// `[server]`
@@ -847,6 +903,31 @@ impl Config {
             return bad("storage.s3.bucket is required when storage.backend = \"s3\"".into());
         }
         self.auth.validate().map_err(ConfigError::Invalid)?;
+        if self.gc.enabled && self.gc.interval_secs == 0 {
+            return bad("gc.interval_secs must be at least 1 (or gc.enabled = false)".into());
+        }
+        for (i, rule) in self.retention.iter().enumerate() {
+            if let Some(t) = &rule.pack_type
+                && !["policy", "analyzer", "task", "bundle"].contains(&t.as_str())
+            {
+                return bad(format!(
+                    "retention[{i}].pack_type {t:?} is not policy, analyzer, task or bundle"
+                ));
+            }
+            if rule.keep_newest.is_none()
+                && rule.keep_days.is_none()
+                && rule.drop_prereleases_after_days.is_none()
+            {
+                return bad(format!(
+                    "retention[{i}] needs keep_newest, keep_days or drop_prereleases_after_days"
+                ));
+            }
+            for p in &rule.protect {
+                if let Err(e) = globset::Glob::new(p) {
+                    return bad(format!("retention[{i}].protect {p:?}: {e}"));
+                }
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(format!("log.level {:?}: {e}", self.log.level));
         }

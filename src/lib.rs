@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod digest;
+pub mod gc_cli;
 pub mod http;
 pub mod metadata;
 pub mod names;

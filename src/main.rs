@@ -19,6 +19,17 @@ struct Cli {
 enum Command {
     /// Serve the registry (the default).
     Serve(ServeArgs),
+    /// Run the background work only (garbage collection, retention, expiry of
+    /// abandoned uploads), for deployments that keep it apart from serving.
+    Worker(DataArgs),
+    /// Collect garbage now: retention, then manifests no tag reaches and blobs no
+    /// manifest refers to, past the grace period. Safe while `serve` runs on the same
+    /// data.
+    Gc(GcArgs),
+    /// Rebuild the metadata (repositories, blob links, manifests, tags, referrers,
+    /// packs) from the blob store's recovery journal and blobs, into the configured
+    /// (empty) database: disaster recovery.
+    Reindex(DataArgs),
     /// Apply pending database migrations, then exit.
     Migrate {
         /// Configuration file (TOML).
@@ -59,6 +70,29 @@ struct ServeArgs {
     /// Folder for the SQLite database and blobs [default: ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Default)]
+struct DataArgs {
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder for the SQLite database and blobs [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Default)]
+struct GcArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print what would be removed, and the storage figures; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep what was pushed or linked less than this long ago (`30m`, `2h`, `0s`)
+    /// [default: gc.grace_secs].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +143,9 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
             Command::Serve(args) => serve(args, &mut telemetry).await,
             Command::Migrate { config } => migrate(config, &mut telemetry).await,
+            Command::Worker(args) => worker(args, &mut telemetry).await,
+            Command::Gc(args) => gc(args, &mut telemetry).await,
+            Command::Reindex(args) => reindex(args, &mut telemetry).await,
             Command::Config {
                 command: ConfigCommand::Check { file },
             } => Config::load(Some(&file))
@@ -187,6 +224,53 @@ async fn serve(args: ServeArgs, telemetry: &mut Option<Telemetry>) -> Result<(),
     server::serve(listener, state)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The configuration `args` name, with `--data-dir` applied.
+fn load_config(args: &DataArgs) -> Result<Config, String> {
+    let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.data_dir {
+        config.server.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+async fn worker(args: DataArgs, telemetry: &mut Option<Telemetry>) -> Result<(), String> {
+    let config = load_config(&args)?;
+    init_telemetry(&config, telemetry)?;
+    server::gc_options(&config)?;
+    let state = server::build_state(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "packs-registry {} worker: background work only",
+        env!("CARGO_PKG_VERSION")
+    );
+    server::work(state).await;
+    Ok(())
+}
+
+async fn gc(args: GcArgs, telemetry: &mut Option<Telemetry>) -> Result<(), String> {
+    let config = load_config(&args.data)?;
+    init_telemetry(&config, telemetry)?;
+    packs_registry::gc_cli::run(config, args.dry_run, args.grace).await
+}
+
+async fn reindex(args: DataArgs, telemetry: &mut Option<Telemetry>) -> Result<(), String> {
+    let config = load_config(&args)?;
+    init_telemetry(&config, telemetry)?;
+    let state = server::build_state(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = state.registry.reindex().await.map_err(|e| e.to_string())?;
+    for skipped in &report.skipped {
+        println!("not restored: {skipped}");
+    }
+    println!(
+        "restored {} repositories, {} manifests, {} tags, {} blob links",
+        report.repositories, report.manifests, report.tags, report.links
+    );
+    Ok(())
 }
 
 async fn migrate(config: Option<PathBuf>, telemetry: &mut Option<Telemetry>) -> Result<(), String> {

@@ -11,6 +11,8 @@ use actix_web::http::KeepAlive;
 use crate::config::{Config, StorageBackend};
 use crate::http::{self, AppState, Metrics};
 use crate::metadata::{self, DynMetadataStore, PoolOptions};
+use crate::registry::gc::{GcOptions, GcReport, Unobserved};
+use crate::registry::retention::RetentionRule;
 use crate::registry::{Limits, PackSettings, Registry};
 use crate::storage::{DynBlobStore, FsBlobStore, ObjectBlobStore};
 
@@ -92,8 +94,55 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     })
 }
 
-/// Starts the background sweeps of `serve` (abandoned uploads).
+/// The collector's options in `config` (retention rules compiled).
+pub fn gc_options(config: &Config) -> Result<GcOptions, String> {
+    let retention = config
+        .retention
+        .iter()
+        .map(|r| {
+            RetentionRule {
+                pack_type: r.pack_type.clone(),
+                repository_prefix: r.repository_prefix.clone(),
+                keep_newest: r.keep_newest,
+                keep_days: r.keep_days,
+                protect: Vec::new(),
+                drop_prereleases_after_days: r.drop_prereleases_after_days,
+            }
+            .protecting(&r.protect)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(GcOptions {
+        grace: Duration::from_secs(config.gc.grace_secs),
+        dry_run: false,
+        keep_orphaned_referrers: config.gc.keep_orphaned_referrers,
+        sweep_storage: config.gc.sweep_storage,
+        retention,
+        usage_top: config.gc.metrics_repositories,
+    })
+}
+
+/// Logs what a collection did.
+pub fn log_gc(report: &GcReport) {
+    let c = report.counts();
+    tracing::info!(
+        dry_run = report.dry_run,
+        tags = c.tags,
+        manifests = c.manifests,
+        links = c.links,
+        blobs = c.blobs,
+        stray = c.stray,
+        reclaimed_bytes = report.reclaimed_bytes,
+        manifest_bytes = report.manifest_bytes,
+        "garbage collection finished"
+    );
+}
+
+/// Starts the background work of `serve` and `worker`: the sweep of abandoned
+/// uploads, and (`gc.enabled`) garbage collection with retention.
 pub fn spawn_background(state: &AppState) {
+    if state.config.gc.enabled {
+        spawn_collector(state);
+    }
     let uploads = state.config.uploads.clone();
     if uploads.sweep_interval_secs == 0 {
         return;
@@ -101,7 +150,7 @@ pub fn spawn_background(state: &AppState) {
     let registry = state.registry.clone();
     let every = Duration::from_secs(uploads.sweep_interval_secs);
     let max_age = Duration::from_secs(uploads.expire_after_secs);
-    supervise("upload expiry", every, move || {
+    supervise("upload expiry", Duration::ZERO, every, move || {
         let registry = registry.clone();
         async move {
             match registry.expire_uploads(max_age).await {
@@ -124,14 +173,15 @@ pub fn spawn_background(state: &AppState) {
 /// Runs `round` every `every`, for as long as the process lives. A round that panics
 /// is logged and the task goes on with the next round: one bad round (a bug reached
 /// by some stored data) must not stop a sweep for good.
-pub fn supervise<F, Fut>(name: &'static str, every: Duration, mut round: F)
+/// The first round runs after `first`.
+pub fn supervise<F, Fut>(name: &'static str, first: Duration, every: Duration, mut round: F)
 where
     F: FnMut() -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     use futures_util::FutureExt;
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -145,6 +195,38 @@ where
             }
         }
     });
+}
+
+/// Collects garbage every `gc.interval_secs` (the first time one interval after
+/// start), unless another process holds the collector lock.
+fn spawn_collector(state: &AppState) {
+    let options = match gc_options(&state.config) {
+        Ok(options) => options,
+        Err(e) => {
+            tracing::error!(error = %e, "garbage collection is off: its configuration is invalid");
+            return;
+        }
+    };
+    let registry = state.registry.clone();
+    let every = Duration::from_secs(state.config.gc.interval_secs);
+    supervise("garbage collection", every, every, move || {
+        let (registry, options) = (registry.clone(), options.clone());
+        async move {
+            match registry.collect_garbage(&options, &Unobserved, false).await {
+                Ok(Some(report)) => log_gc(&report),
+                Ok(None) => tracing::debug!("another process is collecting garbage"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "garbage collection failed; retrying next interval")
+                }
+            }
+        }
+    });
+}
+
+/// Runs the background work alone (`packs-registry worker`) until SIGTERM or SIGINT.
+pub async fn work(state: AppState) {
+    spawn_background(&state);
+    shutdown_signal().await;
 }
 
 /// Serves `state` on `listener` until SIGTERM or SIGINT, then drains: the listener
@@ -255,15 +337,20 @@ mod tests {
     async fn a_supervised_task_outlives_a_panicking_round() {
         let rounds = std::rc::Rc::new(std::cell::Cell::new(0u32));
         let counted = rounds.clone();
-        supervise("test", Duration::from_millis(5), move || {
-            let counted = counted.clone();
-            async move {
-                counted.set(counted.get() + 1);
-                if counted.get() == 1 {
-                    panic!("the first round fails");
+        supervise(
+            "test",
+            Duration::ZERO,
+            Duration::from_millis(5),
+            move || {
+                let counted = counted.clone();
+                async move {
+                    counted.set(counted.get() + 1);
+                    if counted.get() == 1 {
+                        panic!("the first round fails");
+                    }
                 }
-            }
-        });
+            },
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while rounds.get() < 3 {
             assert!(std::time::Instant::now() < deadline, "the task stopped");

@@ -2114,6 +2114,21 @@ async fn seed_packs(url: &str, n: usize) -> R<()> {
     use packs_registry::names::{RepoName, Tag};
     use packs_registry::registry::packs as domain;
 
+    /// The seeded blobs' bytes, which the seed never stores: as far as linking them
+    /// asks, present.
+    struct Seeded;
+
+    #[async_trait::async_trait]
+    impl metadata::BlobBytes for Seeded {
+        async fn present(&self, _: &Digest) -> Result<bool, metadata::BoxError> {
+            Ok(true)
+        }
+
+        async fn delete(&self, _: &Digest) -> Result<(), metadata::BoxError> {
+            Ok(())
+        }
+    }
+
     let meta = metadata::connect(
         url,
         &PoolOptions {
@@ -2183,14 +2198,21 @@ async fn seed_packs(url: &str, n: usize) -> R<()> {
                     members: "[]".to_owned(),
                     metadata: "{}".to_owned(),
                 };
+                // The blobs are recorded (their bytes are never read here): the
+                // references of a manifest must be linked.
                 meta.put_pack_manifest(
                     &repo,
                     &manifest,
-                    &[(cfg, ReferenceKind::Config), (content, ReferenceKind::Layer)],
+                    &[
+                        (cfg.clone(), ReferenceKind::Config),
+                        (content.clone(), ReferenceKind::Layer),
+                    ],
                     &[tag],
                     &pack,
                     false,
-                    &[], &[],
+                    &[(cfg, 64), (content, 4096)],
+                    &Seeded,
+                    &[],
                 )
                 .await
                 .map_err(err("put_pack_manifest"))?;

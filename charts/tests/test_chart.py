@@ -355,3 +355,29 @@ def test_readme_quick_starts_render_and_validate():
         for obj in render_objects(values):
             if obj["apiVersion"] != "monitoring.coreos.com/v1":
                 kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_garbage_collection_and_retention_render_and_pass_config_check(registry_bin, tmp_path):
+    values = deep_merge(
+        load_values("production"),
+        {
+            "config": {
+                "gc": {"interval_secs": 600, "grace_secs": 7200, "keep_orphaned_referrers": True},
+                "retention": [
+                    {"pack_type": "policy", "keep_newest": 10, "protect": ["1.*", "*-lts"]},
+                    {"repository_prefix": "packs/ci-", "drop_prereleases_after_days": 7},
+                ],
+            }
+        },
+    )
+    text = config_toml(render_objects(values))
+    config = tomllib.loads(text)
+    assert config["gc"] == {"interval_secs": 600, "grace_secs": 7200, "keep_orphaned_referrers": True}
+    assert config["retention"] == [
+        {"pack_type": "policy", "keep_newest": 10, "protect": ["1.*", "*-lts"]},
+        {"repository_prefix": "packs/ci-", "drop_prereleases_after_days": 7},
+    ]
+    path = tmp_path / "registry.toml"
+    path.write_text(text)
+    done = run([str(registry_bin), "config", "check", str(path)], env={"PATH": os.environ["PATH"]})
+    assert done.returncode == 0, done.stderr + "\n" + text

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod figures;
 pub mod oci;
 pub mod ops;
 pub mod packs;

@@ -53,6 +53,8 @@ pub struct Metrics {
     db_waiting: Gauge,
     db_acquires: Counter,
     db_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Storage figures and garbage collection results, from the database.
+    figures: Arc<super::figures::Figures>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,7 +153,10 @@ impl Default for Metrics {
             "Response body bytes sent",
             bytes_out.clone(),
         );
+        let figures = Arc::new(super::figures::Figures::default());
+        registry.register_collector(Box::new(figures.clone()));
         Metrics {
+            figures,
             registry,
             requests,
             latency,
@@ -334,6 +339,14 @@ async fn guard_metrics(
 
 async fn metrics(state: State) -> HttpResponse {
     state.metrics.pool(&state.registry.pool_stats());
+    let top = state.config.gc.metrics_repositories;
+    match tokio::try_join!(
+        state.registry.storage_usage(top),
+        state.registry.gc_totals()
+    ) {
+        Ok((usage, totals)) => state.metrics.figures.set(usage, totals),
+        Err(e) => tracing::warn!(error = %e, "storage figures unavailable for /metrics"),
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.render())

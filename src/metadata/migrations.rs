@@ -66,8 +66,13 @@ const SQLITE: &[(i64, &str, &str)] = &[
     ),
     (
         6,
+        "garbage collection",
+        include_str!("../../migrations/sqlite/0006_garbage_collection.sql"),
+    ),
+    (
+        7,
         "immutable tags",
-        include_str!("../../migrations/sqlite/0006_immutable_tags.sql"),
+        include_str!("../../migrations/sqlite/0007_immutable_tags.sql"),
     ),
 ];
 
@@ -100,8 +105,13 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     ),
     (
         6,
+        "garbage collection",
+        include_str!("../../migrations/postgres/0006_garbage_collection.sql"),
+    ),
+    (
+        7,
         "immutable tags",
-        include_str!("../../migrations/postgres/0006_immutable_tags.sql"),
+        include_str!("../../migrations/postgres/0007_immutable_tags.sql"),
     ),
 ];
 

@@ -52,10 +52,27 @@ pub enum MetadataError {
     /// A stored value could not be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// Something a write refers to was removed while it was being written (a blob
+    /// link or a child manifest a manifest's references name, by garbage collection
+    /// or a delete): nothing was stored. The caller checks the references again.
+    #[error("a referenced blob or manifest was removed meanwhile")]
+    ReferenceGone,
+    /// The blob's bytes were deleted by garbage collection after they were stored
+    /// for this link (a re-upload of a blob being collected): nothing was linked, and
+    /// the blob has to be uploaded again.
+    #[error("the blob's bytes were removed by garbage collection; upload it again")]
+    BytesGone,
+    /// The blob store failed during a step of the metadata layer that needs it (see
+    /// [`BlobBytes`]).
+    #[error("blob store: {0}")]
+    Bytes(BoxError),
     /// Any other database failure.
     #[error("database: {0}")]
     Database(String),
 }
+
+/// An error of another layer, carried through this one (see [`BlobBytes`]).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl From<sqlx::Error> for MetadataError {
     fn from(e: sqlx::Error) -> Self {
@@ -74,6 +91,9 @@ impl From<sqlx::Error> for MetadataError {
             // Raised by the `tags_immutable` trigger of both dialects.
             sqlx::Error::Database(ref d) if d.message().contains("immutable tag") => {
                 MetadataError::TagImmutable
+            }
+            sqlx::Error::Database(ref d) if sql::reference_gone(d.as_ref()) => {
+                MetadataError::ReferenceGone
             }
             sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
                 MetadataError::Corrupt(e.to_string())
@@ -196,12 +216,38 @@ pub struct Page<T> {
     pub more: bool,
 }
 
+/// What the metadata layer asks of the blob store while it holds the locks that
+/// order an upload and the garbage collector (see [`BlobIndex::link_blob`] and
+/// [`CollectIndex::delete_bytes`]). The domain implements it over the `BlobStore`; the
+/// metadata layer knows no storage.
+#[async_trait]
+pub trait BlobBytes: Send + Sync {
+    /// Whether the bytes of `digest` are stored.
+    async fn present(&self, digest: &Digest) -> Result<bool, BoxError>;
+
+    /// Deletes the bytes of `digest`; deleting absent bytes is no error.
+    async fn delete(&self, digest: &Digest) -> Result<(), BoxError>;
+}
+
 /// Repositories and the blobs linked into them.
 #[async_trait]
 pub trait BlobIndex: Send + Sync {
     /// Records a verified blob (global) and links it into `repo`, creating the
-    /// repository if needed. Idempotent.
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// repository if needed, and marks the link as made now (the grace period of
+    /// garbage collection counts from the last link). Idempotent.
+    ///
+    /// The caller stored the bytes first. If garbage collection deleted the blob's
+    /// row meanwhile, its pending byte deletion is cancelled; if it already deleted
+    /// the bytes (maybe after the caller stored them), `bytes` is asked whether they
+    /// are there, and when they are not nothing is linked:
+    /// [`MetadataError::BytesGone`].
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        bytes: &dyn BlobBytes,
+    ) -> Result<()>;
 
     /// Size of `digest` if it is linked into `repo`.
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
@@ -236,12 +282,16 @@ pub trait ManifestIndex: Send + Sync {
     -> Result<Vec<Option<u64>>>;
 
     /// Stores a manifest with what it references and points `tags` at it, in one
-    /// transaction. Re-putting an existing digest is idempotent (tags still move). A
-    /// tag that moves away from a manifest takes its pack index row with it. The tags
-    /// also listed in `immutable` are marked so, and no push ever moves a marked tag
-    /// (nor one of `immutable`) to another manifest: such a push stores nothing and
-    /// is [`MetadataError::TagImmutable`], also when it races another push creating
-    /// the tag. Deleting a marked tag is allowed.
+    /// transaction. Re-putting an existing digest is idempotent (tags still move, and
+    /// its push time becomes `now`). A tag that moves away from a manifest takes its
+    /// pack index row with it. Every blob reference must be linked into `repo`, and
+    /// every child manifest be in it, as the write happens: if one is not (garbage
+    /// collection removed it since the caller checked), nothing is stored and the
+    /// answer is [`MetadataError::ReferenceGone`]. The tags also listed in
+    /// `immutable` are marked so, and no push ever moves a marked tag (nor one of
+    /// `immutable`) to another manifest: such a push stores nothing and is
+    /// [`MetadataError::TagImmutable`], also when it races another push creating the
+    /// tag. Deleting a marked tag is allowed.
     async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -412,7 +462,8 @@ pub trait PackIndex: Send + Sync {
     /// `link` lists blobs, `(digest, size)`, whose verified bytes are durable but which
     /// are not indexed yet (a publish's content and config): they are recorded and
     /// linked into `repo` (creating it) in the same transaction, so that a publish that
-    /// fails leaves no repository and no link.
+    /// fails leaves no repository and no link; `bytes` answers for them as for
+    /// [`BlobIndex::link_blob`].
     #[allow(clippy::too_many_arguments)]
     async fn put_pack_manifest(
         &self,
@@ -423,6 +474,7 @@ pub trait PackIndex: Send + Sync {
         pack: &PackVersionRecord,
         create_only: bool,
         link: &[(Digest, u64)],
+        bytes: &dyn BlobBytes,
         immutable: &[Tag],
     ) -> Result<()>;
 
@@ -452,9 +504,216 @@ pub trait PackIndex: Send + Sync {
     async fn delete_pack_version(&self, pack_id: &str, version: &str) -> Result<bool>;
 }
 
+/// A manifest as garbage collection sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestNode {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its `subject`, if any.
+    pub subject: Option<Digest>,
+    /// Its length in bytes.
+    pub size: u64,
+    /// When it was last pushed, in milliseconds since the Unix epoch.
+    pub pushed_at: i64,
+}
+
+/// A blob link as garbage collection sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkNode {
+    /// The blob.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last linked (pushed or mounted), in milliseconds since the epoch.
+    pub linked_at: i64,
+}
+
+/// One repository's manifests, tags, references and blob links, read at one moment
+/// for garbage collection's mark phase.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepositoryGraph {
+    /// Every manifest.
+    pub manifests: Vec<ManifestNode>,
+    /// The manifests tags point at (each once).
+    pub tagged: Vec<Digest>,
+    /// `(index, child manifest)` pairs.
+    pub children: Vec<(Digest, Digest)>,
+    /// `(manifest, blob)` pairs: configs and layers.
+    pub blob_refs: Vec<(Digest, Digest)>,
+    /// Every blob linked into the repository.
+    pub links: Vec<LinkNode>,
+}
+
+/// Storage figures of one repository, or of the whole store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The repository; empty for the whole store.
+    pub repo: String,
+    /// Blobs linked (for the whole store: distinct blobs stored).
+    pub blobs: u64,
+    /// Their bytes (for the whole store, each blob counted once).
+    pub blob_bytes: u64,
+    /// Manifests.
+    pub manifests: u64,
+    /// Their bytes.
+    pub manifest_bytes: u64,
+}
+
+/// Storage figures: the whole store and the largest repositories.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageUsage {
+    /// The whole store.
+    pub total: UsageRecord,
+    /// Repositories, largest (blob bytes) first.
+    pub repositories: Vec<UsageRecord>,
+    /// Number of repositories with figures (listed or not).
+    pub repository_count: u64,
+}
+
+/// What one completed garbage collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcRunRecord {
+    /// When it finished, in milliseconds since the epoch.
+    pub finished_at: i64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: i64,
+    /// Tags removed by retention.
+    pub tags: u64,
+    /// Manifests removed.
+    pub manifests: u64,
+    /// Blob links removed.
+    pub links: u64,
+    /// Blobs removed (rows and bytes).
+    pub blobs: u64,
+    /// Stray bytes removed.
+    pub stray: u64,
+    /// Bytes deleted from the blob store.
+    pub reclaimed_bytes: u64,
+    /// Manifest bytes deleted from the database.
+    pub manifest_bytes: u64,
+}
+
+/// Every completed garbage collection added up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcTotals {
+    /// Runs recorded.
+    pub runs: u64,
+    /// The sums of the runs' figures (`finished_at`: the latest run's; 0 when none).
+    pub sums: GcRunRecord,
+}
+
+/// Held by the one garbage collector running (see [`CollectIndex::collector_lock`]);
+/// released when dropped.
+#[must_use = "the lock is released when this is dropped"]
+pub struct CollectorLock {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl CollectorLock {
+    /// A lock that holds nothing (the backend needs none).
+    pub fn none() -> Self {
+        CollectorLock { _held: None }
+    }
+
+    /// A lock kept by `held` until dropped.
+    pub fn holding(held: impl Send + Sync + 'static) -> Self {
+        CollectorLock {
+            _held: Some(Box::new(held)),
+        }
+    }
+}
+
+impl std::fmt::Debug for CollectorLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CollectorLock")
+    }
+}
+
+/// What garbage collection reads and deletes. Every delete re-checks, in the
+/// statement that deletes (after locking the rows, on PostgreSQL), the condition the
+/// collector decided on, so that a push racing with it either lands first (and the
+/// row is kept) or fails cleanly (see [`MetadataError::ReferenceGone`]).
+#[async_trait]
+pub trait CollectIndex: Send + Sync {
+    /// Makes this process the one collector: PostgreSQL takes a session advisory lock
+    /// (waiting for it when `wait`, else `None` if another process holds it); SQLite,
+    /// whose single writer orders every step anyway, takes nothing.
+    async fn collector_lock(&self, wait: bool) -> Result<Option<CollectorLock>>;
+
+    /// Repository names after `last`, in order, at most `n` (as the catalog).
+    async fn repositories_after(&self, last: Option<&str>, n: u32) -> Result<Vec<String>>;
+
+    /// One repository's manifests, tags, references and links.
+    async fn repository_graph(&self, repo: &RepoName) -> Result<RepositoryGraph>;
+
+    /// Deletes those of `digests` in `repo` that, as the delete runs, were pushed
+    /// before `pushed_before`, have no tag, are no child of a manifest of the
+    /// repository, and either have no subject or (unless `keep_orphaned_referrers`)
+    /// one absent from the repository. Returns what was deleted, with sizes.
+    async fn delete_manifests_if_unreachable(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        pushed_before: i64,
+        keep_orphaned_referrers: bool,
+    ) -> Result<Vec<(Digest, u64)>>;
+
+    /// Unlinks those of `digests` from `repo` that, as the delete runs, were last
+    /// linked before `linked_before` and that no manifest of the repository refers
+    /// to. Returns what was unlinked, with sizes.
+    async fn delete_links_if_unreferenced(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        linked_before: i64,
+    ) -> Result<Vec<(Digest, u64)>>;
+
+    /// Blob rows no repository links, by digest after `after`, at most `n`, with sizes.
+    async fn unlinked_blobs(&self, after: Option<&str>, n: u32) -> Result<Vec<(Digest, u64)>>;
+
+    /// How many repositories link each of `digests`, in order.
+    async fn link_counts(&self, digests: &[Digest]) -> Result<Vec<u64>>;
+
+    /// Deletes the rows of those of `digests` no repository links as the delete runs,
+    /// and records each as a pending byte deletion, in one transaction. Returns what
+    /// was deleted, with sizes.
+    async fn delete_blobs_if_unlinked(&self, digests: &[Digest]) -> Result<Vec<(Digest, u64)>>;
+
+    /// Records pending byte deletions for those of `digests` (bytes found in the
+    /// store) that have no blob row and no deletion recorded. Returns how many.
+    async fn quarantine_bytes(&self, digests: &[Digest]) -> Result<u64>;
+
+    /// Which of `digests` have a blob row or a recorded deletion, in order.
+    async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>>;
+
+    /// Digests whose bytes are to be deleted, oldest first, at most `n`.
+    async fn pending_byte_deletions(&self, n: u32) -> Result<Vec<Digest>>;
+
+    /// For each of `digests` still pending and with no blob row, deletes its bytes
+    /// with `bytes` and marks the deletion done, holding what orders it against
+    /// [`BlobIndex::link_blob`] throughout (the entries' row locks; SQLite's write
+    /// lock). Returns the digests whose bytes were deleted.
+    async fn delete_bytes(&self, digests: &[Digest], bytes: &dyn BlobBytes) -> Result<Vec<Digest>>;
+
+    /// Forgets completed byte deletions recorded before `before`. Returns how many.
+    async fn forget_byte_deletions(&self, before: i64) -> Result<u64>;
+
+    /// Storage figures: the whole store and the `top` repositories with the most blob
+    /// bytes. Folds the changes recorded since the last call first.
+    async fn storage_usage(&self, top: u32) -> Result<StorageUsage>;
+
+    /// Records a completed collection.
+    async fn record_gc_run(&self, run: &GcRunRecord) -> Result<()>;
+
+    /// Every recorded collection added up.
+    async fn gc_totals(&self) -> Result<GcTotals>;
+}
+
 /// The whole metadata store: every narrow index plus health and migrations.
 #[async_trait]
-pub trait MetadataStore: BlobIndex + ManifestIndex + UploadIndex + PackIndex {
+pub trait MetadataStore:
+    BlobIndex + ManifestIndex + UploadIndex + PackIndex + CollectIndex
+{
     /// Runs pending migrations.
     async fn migrate(&self) -> Result<()>;
 

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    ManifestRecord, MetadataError, MetadataStore, PackFilter, PackVersionRecord, Page,
-    ReferenceKind, Referrer, SessionCap, SessionCaps, UploadRecord,
+    BlobBytes, BoxError, GcRunRecord, GcTotals, ManifestRecord, MetadataError, MetadataStore,
+    PackFilter, PackVersionRecord, Page, ReferenceKind, Referrer, SessionCap, SessionCaps,
+    UploadRecord, UsageRecord, now_millis,
 };
 use crate::digest::{Algorithm, Digest};
 use crate::names::{RepoName, Tag};
@@ -28,10 +29,44 @@ pub(crate) trait Inspect: MetadataStore {
 
     /// Brings the planner's statistics up to date, as autovacuum would after a while.
     async fn analyze(&self);
+
+    /// Whether one collector at a time is enforced (see `CollectIndex::collector_lock`).
+    fn orders_collectors(&self) -> bool;
+
+    /// Sets the push time of every manifest, and the link time of every blob link, of
+    /// `repo` to `at` (ms since the epoch): rows as old as a test needs.
+    async fn backdate(&self, repo: &str, at: i64);
 }
 
 // ---------------------------------------------------------------------------------
 // Helpers
+
+/// The blob store as these cases see it: every blob's bytes present, deletes
+/// recorded (see [`BlobBytes`]).
+#[derive(Default)]
+pub(crate) struct StoredBytes {
+    /// Digests whose bytes are absent.
+    pub absent: std::sync::Mutex<std::collections::HashSet<Digest>>,
+    /// Digests deleted, in order.
+    pub deleted: std::sync::Mutex<Vec<Digest>>,
+}
+
+#[async_trait]
+impl BlobBytes for StoredBytes {
+    async fn present(&self, digest: &Digest) -> Result<bool, BoxError> {
+        Ok(!self.absent.lock().unwrap().contains(digest))
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), BoxError> {
+        self.absent.lock().unwrap().insert(digest.clone());
+        self.deleted.lock().unwrap().push(digest.clone());
+        Ok(())
+    }
+}
+
+/// Bytes always present, for cases about something else.
+pub(crate) static PRESENT: std::sync::LazyLock<StoredBytes> =
+    std::sync::LazyLock::new(StoredBytes::default);
 
 fn repo(s: &str) -> RepoName {
     RepoName::parse(s).expect("valid repository name")
@@ -81,6 +116,21 @@ fn refs(seed: &str) -> Vec<(Digest, ReferenceKind)> {
         (blob(&format!("{seed} layer 0")), ReferenceKind::Layer),
         (blob(&format!("{seed} layer 1")), ReferenceKind::Layer),
     ]
+}
+
+/// `refs(seed)`'s blobs as a publish links them, `(digest, size)`.
+fn ref_links(seed: &str) -> Vec<(Digest, u64)> {
+    refs(seed).into_iter().map(|(d, _)| (d, 10)).collect()
+}
+
+/// Links `refs(seed)`'s blobs into `r`, as a push does before the manifest that
+/// refers to them.
+async fn link_refs(s: &dyn MetadataStore, r: &RepoName, seed: &str) {
+    for (d, size) in ref_links(seed) {
+        s.link_blob(r, &d, size, &*PRESENT)
+            .await
+            .expect("link_blob");
+    }
 }
 
 fn page(items: &[&str], more: bool) -> Page<String> {
@@ -178,8 +228,12 @@ pub(crate) async fn link_and_unlink_blobs(s: &dyn MetadataStore) {
     assert_eq!(s.blob_in_repo(&a, &d).await.unwrap(), None);
     assert_eq!(s.blob_size(&d).await.unwrap(), None);
 
-    s.link_blob(&a, &d, 42).await.unwrap();
-    s.link_blob(&a, &d, 42).await.unwrap(); // idempotent
+    s.link_blob(&a, &d, 42, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
+    s.link_blob(&a, &d, 42, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap(); // idempotent
     assert_eq!(s.blob_in_repo(&a, &d).await.unwrap(), Some(42));
     assert_eq!(s.blob_size(&d).await.unwrap(), Some(42));
     assert_eq!(
@@ -190,12 +244,16 @@ pub(crate) async fn link_and_unlink_blobs(s: &dyn MetadataStore) {
 
     // Sizes past 4 GiB survive the round trip.
     let five_gib = 5 * 1024 * 1024 * 1024;
-    s.link_blob(&b, &big, five_gib).await.unwrap();
+    s.link_blob(&b, &big, five_gib, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
     assert_eq!(s.blob_in_repo(&b, &big).await.unwrap(), Some(five_gib));
     assert_eq!(s.blob_size(&big).await.unwrap(), Some(five_gib));
 
     // A cross-repository mount links the same blob into b.
-    s.link_blob(&b, &d, 42).await.unwrap();
+    s.link_blob(&b, &d, 42, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
     assert_eq!(s.blob_in_repo(&b, &d).await.unwrap(), Some(42));
 
     assert!(s.unlink_blob(&a, &d).await.unwrap());
@@ -213,7 +271,9 @@ pub(crate) async fn link_and_unlink_blobs(s: &dyn MetadataStore) {
     assert!(!s.unlink_blob(&repo("never/seen"), &d).await.unwrap());
 
     // Linking again after an unlink works.
-    s.link_blob(&a, &d, 42).await.unwrap();
+    s.link_blob(&a, &d, 42, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
     assert_eq!(s.blob_in_repo(&a, &d).await.unwrap(), Some(42));
 }
 
@@ -223,7 +283,9 @@ pub(crate) async fn repositories_come_into_being(s: &dyn MetadataStore) {
     for r in [&a, &b, &c] {
         assert!(!s.repository_exists(r).await.unwrap());
     }
-    s.link_blob(&a, &blob("x"), 1).await.unwrap();
+    s.link_blob(&a, &blob("x"), 1, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
     put(s, &b, &manifest("m"), &[]).await;
     assert!(s.repository_exists(&a).await.unwrap());
     assert!(s.repository_exists(&b).await.unwrap());
@@ -245,7 +307,14 @@ pub(crate) async fn list_repositories_pages(s: &dyn MetadataStore) {
     let names = ["a_b", "b", "a0", "a", "a/b", "a.b", "a-b"];
     for (i, name) in names.iter().enumerate() {
         if i % 2 == 0 {
-            s.link_blob(&repo(name), &blob(name), 1).await.unwrap();
+            s.link_blob(
+                &repo(name),
+                &blob(name),
+                1,
+                &*crate::metadata::suite::PRESENT,
+            )
+            .await
+            .unwrap();
         } else {
             put(s, &repo(name), &manifest(name), &["latest"]).await;
         }
@@ -304,6 +373,7 @@ pub(crate) async fn put_and_get_manifests(s: &dyn MetadataStore) {
     let (r, other) = (repo("packs/policy-a"), repo("packs/policy-b"));
     let m = manifest("one");
     assert_eq!(s.get_manifest(&r, &m.digest).await.unwrap(), None);
+    link_refs(s, &r, "one").await;
     s.put_manifest(&r, &m, &refs("one"), &tags(&["v1", "latest"]), &[])
         .await
         .unwrap();
@@ -352,6 +422,8 @@ pub(crate) async fn put_and_get_manifests(s: &dyn MetadataStore) {
 pub(crate) async fn put_manifest_is_idempotent_and_moves_tags(s: &dyn MetadataStore) {
     let r = repo("packs/moving");
     let (m1, m2) = (manifest("m1"), manifest("m2"));
+    link_refs(s, &r, "m1").await;
+    link_refs(s, &r, "m2").await;
     s.put_manifest(&r, &m1, &refs("m1"), &tags(&["latest", "v1"]), &[])
         .await
         .unwrap();
@@ -417,9 +489,8 @@ pub(crate) async fn delete_tag_keeps_manifest(s: &dyn MetadataStore) {
 pub(crate) async fn delete_manifest_removes_tags_and_references(s: &dyn Inspect) {
     let r = repo("packs/deleting");
     let (m1, m2) = (manifest("m1"), manifest("m2"));
-    for (d, _) in refs("m1") {
-        s.link_blob(&r, &d, 10).await.unwrap();
-    }
+    link_refs(s, &r, "m1").await;
+    link_refs(s, &r, "m2").await;
     s.put_manifest(&r, &m1, &refs("m1"), &tags(&["v1", "latest"]), &[])
         .await
         .unwrap();
@@ -769,9 +840,15 @@ pub(crate) async fn referrers_by_subject(s: &dyn MetadataStore) {
 pub(crate) async fn blob_and_manifest_sizes(s: &dyn MetadataStore) {
     let (r, other) = (repo("packs/missing"), repo("packs/elsewhere"));
     let (b1, b2, b3, b4) = (blob("1"), blob("2"), blob("3"), blob("4"));
-    s.link_blob(&r, &b1, 1).await.unwrap();
-    s.link_blob(&r, &b2, 2).await.unwrap();
-    s.link_blob(&other, &b3, 3).await.unwrap();
+    s.link_blob(&r, &b1, 1, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
+    s.link_blob(&r, &b2, 2, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
+    s.link_blob(&other, &b3, 3, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
     assert_eq!(s.linked_blob_sizes(&r, &[]).await.unwrap(), []);
     assert_eq!(
         s.linked_blob_sizes(
@@ -790,7 +867,9 @@ pub(crate) async fn blob_and_manifest_sizes(s: &dyn MetadataStore) {
     );
     // Sizes beyond 4 GiB come back whole.
     let big = blob("big");
-    s.link_blob(&r, &big, 5 << 32).await.unwrap();
+    s.link_blob(&r, &big, 5 << 32, &*crate::metadata::suite::PRESENT)
+        .await
+        .unwrap();
     assert_eq!(
         s.linked_blob_sizes(&r, std::slice::from_ref(&big))
             .await
@@ -976,7 +1055,8 @@ pub(crate) async fn concurrent_pushes(s: &dyn MetadataStore) {
             .zip(&tag_sets)
             .map(|(m, t)| s.put_manifest(&r, m, &[], t, &[]));
         let shared = [blob("shared 0"), blob("shared 1")];
-        let links = (0..6).map(|i| s.link_blob(&r, &shared[i % 2], 1));
+        let links =
+            (0..6).map(|i| s.link_blob(&r, &shared[i % 2], 1, &*crate::metadata::suite::PRESENT));
         let (pushed, linked) = futures_util::future::join(
             futures_util::future::join_all(pushes),
             futures_util::future::join_all(links),
@@ -1062,7 +1142,8 @@ async fn publish(s: &dyn MetadataStore, id: &str, version: &str) -> PackVersionR
         std::slice::from_ref(&p.tag),
         &p,
         false,
-        &[],
+        &ref_links(version),
+        &*crate::metadata::suite::PRESENT,
         &[],
     )
     .await
@@ -1127,6 +1208,7 @@ pub(crate) async fn packs_round_trip(s: &dyn MetadataStore) {
         &p2,
         false,
         &[],
+        &*crate::metadata::suite::PRESENT,
         &[],
     )
     .await
@@ -1236,6 +1318,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
             &again,
             true,
             &[],
+            &*crate::metadata::suite::PRESENT,
             &[],
         )
         .await
@@ -1264,6 +1347,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
             &v2,
             true,
             &[],
+            &*crate::metadata::suite::PRESENT,
             &[],
         )
         .await
@@ -1280,6 +1364,7 @@ pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
         &v3,
         true,
         &[],
+        &*crate::metadata::suite::PRESENT,
         &[],
     )
     .await
@@ -1307,6 +1392,7 @@ pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
         &p,
         true,
         &[(content.clone(), 5 << 32), (config.clone(), 3)],
+        &*crate::metadata::suite::PRESENT,
         &[],
     )
     .await
@@ -1332,6 +1418,7 @@ pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
             &again,
             true,
             &[(loser.clone(), 7)],
+            &*crate::metadata::suite::PRESENT,
             &[],
         )
         .await
@@ -1355,6 +1442,7 @@ pub(crate) async fn packs_link_blobs_with_the_manifest(s: &dyn MetadataStore) {
             &v,
             true,
             &[(loser.clone(), 7)],
+            &*crate::metadata::suite::PRESENT,
             &[],
         )
         .await
@@ -1393,6 +1481,9 @@ pub(crate) async fn packs_concurrent_versions(s: &dyn MetadataStore) {
 /// tag.
 pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
     let r = &repo("packs/race");
+    // The blobs the pushes refer to, linked beforehand (as the pushes' blob uploads
+    // would have).
+    link_refs(s, r, "race").await;
     for round in 0..24 {
         let pushes = (0..6).map(|i| {
             let m = manifest(&format!("race {round} {i}"));
@@ -1406,6 +1497,7 @@ pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
                     &p,
                     false,
                     &[],
+                    &*crate::metadata::suite::PRESENT,
                     &[],
                 )
                 .await
@@ -1416,7 +1508,17 @@ pub(crate) async fn packs_race_tag_deletes_and_moves(s: &dyn MetadataStore) {
             let p = pack_row("race", "1.0.0", &m, "b");
             async move {
                 match s
-                    .put_pack_manifest(r, &m, &[], std::slice::from_ref(&p.tag), &p, true, &[], &[])
+                    .put_pack_manifest(
+                        r,
+                        &m,
+                        &[],
+                        std::slice::from_ref(&p.tag),
+                        &p,
+                        true,
+                        &[],
+                        &*crate::metadata::suite::PRESENT,
+                        &[],
+                    )
                     .await
                 {
                     Err(MetadataError::Conflict) => Ok(()),
@@ -1548,7 +1650,17 @@ pub(crate) async fn packs_create_only_race(s: &dyn MetadataStore) {
             })
             .collect();
         let results = futures_util::future::join_all(candidates.iter().map(|(m, p)| {
-            s.put_pack_manifest(&r, m, &[], std::slice::from_ref(&p.tag), p, true, &[], &[])
+            s.put_pack_manifest(
+                &r,
+                m,
+                &[],
+                std::slice::from_ref(&p.tag),
+                p,
+                true,
+                &[],
+                &*crate::metadata::suite::PRESENT,
+                &[],
+            )
         }))
         .await;
         let mut winners = Vec::new();
@@ -1613,6 +1725,7 @@ pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
             &p,
             false,
             &[],
+            &*crate::metadata::suite::PRESENT,
             &[],
         )
         .await
@@ -1694,6 +1807,396 @@ pub(crate) async fn packs_list_filter_and_search(s: &dyn MetadataStore) {
 }
 
 // ---------------------------------------------------------------------------------
+// Cases: garbage collection
+
+/// A manifest's blob references must be linked into its repository, and its child
+/// manifests be in it, as it is stored: otherwise nothing is stored, and the answer
+/// says a reference is gone.
+pub(crate) async fn references_must_be_in_the_repository(s: &dyn Inspect) {
+    let r = repo("gc/refs");
+    let m = manifest("needs blobs");
+    let put = s
+        .put_manifest(&r, &m, &refs("unlinked"), &tags(&["v1"]), &[])
+        .await;
+    assert!(matches!(put, Err(MetadataError::ReferenceGone)), "{put:?}");
+    assert_eq!(s.get_manifest(&r, &m.digest).await.unwrap(), None);
+    assert_eq!(by_tag(s, &r, "v1").await, None);
+    assert_eq!(s.reference_rows(r.as_str()).await, 0);
+
+    let child = manifest("absent child");
+    let index = manifest("index");
+    let put = s
+        .put_manifest(
+            &r,
+            &index,
+            &[(child.digest.clone(), ReferenceKind::Manifest)],
+            &[],
+            &[],
+        )
+        .await;
+    assert!(matches!(put, Err(MetadataError::ReferenceGone)), "{put:?}");
+    assert_eq!(s.get_manifest(&r, &index.digest).await.unwrap(), None);
+
+    // Linked in another repository is not linked in this one.
+    link_refs(s, &repo("gc/elsewhere"), "unlinked").await;
+    let put = s.put_manifest(&r, &m, &refs("unlinked"), &[], &[]).await;
+    assert!(matches!(put, Err(MetadataError::ReferenceGone)), "{put:?}");
+
+    link_refs(s, &r, "unlinked").await;
+    put_ok(s, &r, &m, &refs("unlinked"), &["v1"]).await;
+    put_ok(s, &r, &child, &[], &[]).await;
+    put_ok(
+        s,
+        &r,
+        &index,
+        &[(child.digest.clone(), ReferenceKind::Manifest)],
+        &[],
+    )
+    .await;
+}
+
+async fn put_ok(
+    s: &dyn MetadataStore,
+    r: &RepoName,
+    m: &ManifestRecord,
+    references: &[(Digest, ReferenceKind)],
+    tag_names: &[&str],
+) {
+    s.put_manifest(r, m, references, &tags(tag_names), &[])
+        .await
+        .expect("put_manifest");
+}
+
+fn digests(items: &[(Digest, u64)]) -> std::collections::BTreeSet<Digest> {
+    items.iter().map(|(d, _)| d.clone()).collect()
+}
+
+/// The collector's deletes decide as they delete: a manifest goes only untagged, no
+/// child of a manifest of its repository, with no subject left (referrers go after
+/// their subject), and pushed before the cutoff (a manifest pushed at the cutoff
+/// stays; pushing it again moves its time); a link goes only unreferenced and made
+/// before the cutoff (linking again moves its time); a blob row goes only unlinked.
+pub(crate) async fn gc_deletes_recheck_and_respect_grace(s: &dyn Inspect) {
+    let r = repo("gc/grace");
+    let (tagged, plain, child, index) = (
+        manifest("tagged"),
+        manifest("plain"),
+        manifest("child"),
+        manifest("index"),
+    );
+    let sig = referrer("sig", &plain.digest, Some("application/x-sig"));
+    link_refs(s, &r, "tagged").await;
+    let unreferenced = blob("unreferenced");
+    s.link_blob(&r, &unreferenced, 5, &*PRESENT).await.unwrap();
+    put_ok(s, &r, &tagged, &refs("tagged"), &["v1"]).await;
+    put_ok(s, &r, &plain, &refs("tagged")[..1], &[]).await;
+    put_ok(s, &r, &child, &[], &[]).await;
+    put_ok(
+        s,
+        &r,
+        &index,
+        &[(child.digest.clone(), ReferenceKind::Manifest)],
+        &[],
+    )
+    .await;
+    put_ok(s, &r, &sig, &[], &[]).await;
+    let all = [&tagged, &plain, &child, &index, &sig].map(|m| m.digest.clone());
+    s.backdate(r.as_str(), 1_000).await;
+
+    let at_cutoff = s
+        .delete_manifests_if_unreachable(&r, &all, 1_000, false)
+        .await
+        .unwrap();
+    assert!(at_cutoff.is_empty(), "pushed at the cutoff: {at_cutoff:?}");
+    // Pass after pass, as the collector deletes.
+    let mut gone = std::collections::BTreeSet::new();
+    loop {
+        let deleted = s
+            .delete_manifests_if_unreachable(&r, &all, 1_001, false)
+            .await
+            .unwrap();
+        if deleted.is_empty() {
+            break;
+        }
+        for (d, size) in &deleted {
+            let m = [&tagged, &plain, &child, &index, &sig]
+                .into_iter()
+                .find(|m| &m.digest == d)
+                .unwrap();
+            assert_eq!(*size, m.body.len() as u64);
+        }
+        gone.extend(digests(&deleted));
+    }
+    let want: std::collections::BTreeSet<Digest> = [&plain, &child, &index, &sig]
+        .map(|m| m.digest.clone())
+        .into();
+    assert_eq!(gone, want);
+    assert!(s.get_manifest(&r, &tagged.digest).await.unwrap().is_some());
+
+    // A referrer whose subject is gone stays when orphans are kept.
+    let subject = manifest("subject");
+    let orphan = referrer("orphan", &subject.digest, None);
+    put_ok(s, &r, &orphan, &[], &[]).await;
+    s.backdate(r.as_str(), 1_000).await;
+    let kept = s
+        .delete_manifests_if_unreachable(&r, std::slice::from_ref(&orphan.digest), 1_001, true)
+        .await
+        .unwrap();
+    assert!(kept.is_empty());
+
+    // Untagged, then pushed again: its time moves, and it stays.
+    assert!(s.delete_tag(&r, &tag("v1")).await.unwrap());
+    put_ok(s, &r, &tagged, &refs("tagged"), &[]).await;
+    let fresh = s
+        .delete_manifests_if_unreachable(&r, std::slice::from_ref(&tagged.digest), 1_001, false)
+        .await
+        .unwrap();
+    assert!(fresh.is_empty(), "pushed again just now");
+
+    // Links: referenced ones and ones made at the cutoff stay.
+    let linked: Vec<Digest> = refs("tagged")
+        .into_iter()
+        .map(|(d, _)| d)
+        .chain([unreferenced.clone()])
+        .collect();
+    s.backdate(r.as_str(), 1_000).await;
+    assert!(
+        s.delete_links_if_unreferenced(&r, &linked, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let unlinked = s
+        .delete_links_if_unreferenced(&r, &linked, 1_001)
+        .await
+        .unwrap();
+    assert_eq!(unlinked, [(unreferenced.clone(), 5)]);
+    assert_eq!(s.blob_in_repo(&r, &unreferenced).await.unwrap(), None);
+    // Linked again: its time moves.
+    s.link_blob(&r, &unreferenced, 5, &*PRESENT).await.unwrap();
+    assert!(
+        s.delete_links_if_unreferenced(&r, &linked, 1_001)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Blob rows: only unlinked ones go.
+    let other = repo("gc/grace-other");
+    let lonely = blob("lonely");
+    s.link_blob(&other, &lonely, 9, &*PRESENT).await.unwrap();
+    assert!(s.unlink_blob(&other, &lonely).await.unwrap());
+    assert_eq!(
+        s.unlinked_blobs(None, 100).await.unwrap(),
+        [(lonely.clone(), 9)]
+    );
+    let deleted = s
+        .delete_blobs_if_unlinked(&[lonely.clone(), unreferenced.clone()])
+        .await
+        .unwrap();
+    assert_eq!(deleted, [(lonely.clone(), 9)]);
+    assert_eq!(s.blob_size(&lonely).await.unwrap(), None);
+    assert_eq!(s.blob_size(&unreferenced).await.unwrap(), Some(5));
+    assert_eq!(
+        s.link_counts(&[lonely, unreferenced]).await.unwrap(),
+        [0, 1]
+    );
+}
+
+/// Byte deletions: a deleted blob row is a pending deletion, carried out by
+/// `delete_bytes`; a link of the digest before that cancels it, and one after it
+/// checks the bytes (refused when they are gone); bytes found with no row are
+/// recorded and deleted the same way, never those with a row.
+pub(crate) async fn gc_byte_deletions_and_links(s: &dyn Inspect) {
+    let bytes = StoredBytes::default();
+    let r = repo("gc/bytes");
+    let (a, b, c) = (blob("a"), blob("b"), blob("c"));
+    for d in [&a, &b] {
+        s.link_blob(&r, d, 3, &bytes).await.unwrap();
+        assert!(s.unlink_blob(&r, d).await.unwrap());
+    }
+    assert_eq!(
+        digests(
+            &s.delete_blobs_if_unlinked(&[a.clone(), b.clone()])
+                .await
+                .unwrap()
+        ),
+        [a.clone(), b.clone()].into()
+    );
+    let mut pending = s.pending_byte_deletions(10).await.unwrap();
+    pending.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    assert_eq!(pending, want);
+    assert_eq!(
+        s.blobs_known(&[a.clone(), c.clone()]).await.unwrap(),
+        [true, false]
+    );
+
+    // `a` is uploaded again before its bytes go: the deletion is cancelled.
+    s.link_blob(&r, &a, 3, &bytes).await.unwrap();
+    assert_eq!(
+        s.pending_byte_deletions(10).await.unwrap(),
+        std::slice::from_ref(&b)
+    );
+    assert_eq!(
+        s.delete_bytes(&[a.clone(), b.clone()], &bytes)
+            .await
+            .unwrap(),
+        std::slice::from_ref(&b)
+    );
+    assert_eq!(*bytes.deleted.lock().unwrap(), std::slice::from_ref(&b));
+    assert!(s.pending_byte_deletions(10).await.unwrap().is_empty());
+    // Carried out once only.
+    assert!(
+        s.delete_bytes(std::slice::from_ref(&b), &bytes)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // `b` is uploaded again after its bytes went: refused while they are absent,
+    // linked once they are back.
+    let refused = s.link_blob(&r, &b, 3, &bytes).await;
+    assert!(
+        matches!(refused, Err(MetadataError::BytesGone)),
+        "{refused:?}"
+    );
+    assert_eq!(s.blob_in_repo(&r, &b).await.unwrap(), None);
+    bytes.absent.lock().unwrap().remove(&b);
+    s.link_blob(&r, &b, 3, &bytes).await.unwrap();
+    assert_eq!(s.blob_in_repo(&r, &b).await.unwrap(), Some(3));
+
+    // Stray bytes: recorded only without a row.
+    assert_eq!(
+        s.quarantine_bytes(&[c.clone(), a.clone()]).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        s.quarantine_bytes(std::slice::from_ref(&c)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        s.blobs_known(std::slice::from_ref(&c)).await.unwrap(),
+        [true]
+    );
+    assert_eq!(
+        s.delete_bytes(&[c.clone(), a.clone()], &bytes)
+            .await
+            .unwrap(),
+        std::slice::from_ref(&c)
+    );
+    // Completed deletions are forgotten after a while (`b`'s went with its link).
+    assert_eq!(s.forget_byte_deletions(now_millis() + 1).await.unwrap(), 1);
+    assert_eq!(s.blobs_known(&[c]).await.unwrap(), [false]);
+}
+
+/// Storage figures follow every change (per repository, each blob counted once in
+/// all), and completed collections add up.
+pub(crate) async fn gc_figures_and_runs(s: &dyn Inspect) {
+    let empty = s.storage_usage(10).await.unwrap();
+    assert_eq!(empty.total, UsageRecord::default());
+    let (a, b) = (repo("gc/fig-a"), repo("gc/fig-b"));
+    let shared = blob("shared");
+    s.link_blob(&a, &shared, 100, &*PRESENT).await.unwrap();
+    s.link_blob(&b, &shared, 100, &*PRESENT).await.unwrap();
+    s.link_blob(&b, &shared, 100, &*PRESENT).await.unwrap();
+    s.link_blob(&b, &blob("own"), 7, &*PRESENT).await.unwrap();
+    let m = manifest("figures");
+    put_ok(s, &b, &m, &[], &["v1"]).await;
+    let usage = s.storage_usage(10).await.unwrap();
+    let size = m.body.len() as u64;
+    assert_eq!(
+        usage.total,
+        UsageRecord {
+            repo: String::new(),
+            blobs: 2,
+            blob_bytes: 107,
+            manifests: 1,
+            manifest_bytes: size,
+        }
+    );
+    assert_eq!(usage.repository_count, 2);
+    assert_eq!(
+        usage.repositories,
+        [
+            UsageRecord {
+                repo: b.as_str().to_owned(),
+                blobs: 2,
+                blob_bytes: 107,
+                manifests: 1,
+                manifest_bytes: size,
+            },
+            UsageRecord {
+                repo: a.as_str().to_owned(),
+                blobs: 1,
+                blob_bytes: 100,
+                manifests: 0,
+                manifest_bytes: 0,
+            },
+        ]
+    );
+    assert_eq!(s.storage_usage(1).await.unwrap().repositories.len(), 1);
+    assert!(s.delete_manifest(&b, &m.digest).await.unwrap());
+    assert!(s.unlink_blob(&a, &shared).await.unwrap());
+    let usage = s.storage_usage(10).await.unwrap();
+    assert_eq!((usage.total.blobs, usage.total.manifests), (2, 0));
+    assert_eq!(usage.repositories[1].blobs, 0);
+
+    assert_eq!(s.gc_totals().await.unwrap(), GcTotals::default());
+    for i in 1..=2 {
+        s.record_gc_run(&GcRunRecord {
+            finished_at: 1_000 * i,
+            duration_ms: 5,
+            tags: 1,
+            manifests: 2,
+            links: 3,
+            blobs: 4,
+            stray: 5,
+            reclaimed_bytes: 600,
+            manifest_bytes: 70,
+        })
+        .await
+        .unwrap();
+    }
+    let totals = s.gc_totals().await.unwrap();
+    assert_eq!(totals.runs, 2);
+    assert_eq!(
+        totals.sums,
+        GcRunRecord {
+            finished_at: 2_000,
+            duration_ms: 10,
+            tags: 2,
+            manifests: 4,
+            links: 6,
+            blobs: 8,
+            stray: 10,
+            reclaimed_bytes: 1_200,
+            manifest_bytes: 140,
+        }
+    );
+}
+
+/// One collector at a time where the backend orders them (PostgreSQL): a second
+/// taker does not get the lock until the first lets it go.
+pub(crate) async fn collector_lock(s: &dyn Inspect) {
+    let first = s.collector_lock(false).await.unwrap().expect("the lock");
+    let second = s.collector_lock(false).await.unwrap();
+    if s.orders_collectors() {
+        assert!(second.is_none(), "two collectors at once");
+        drop(first);
+        let third =
+            tokio::time::timeout(std::time::Duration::from_secs(30), s.collector_lock(true))
+                .await
+                .expect("the lock is let go")
+                .unwrap();
+        assert!(third.is_some());
+    } else {
+        assert!(second.is_some());
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Backends
 
 /// One `#[tokio::test]` per case for the backend that `$open` (an async fn returning
@@ -1715,7 +2218,9 @@ macro_rules! metadata_suite {
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
             packs_create_only, packs_link_blobs_with_the_manifest, packs_list_filter_and_search,
             packs_concurrent_versions, packs_race_tag_deletes_and_moves, packs_create_only_race,
-            immutable_tags);
+            immutable_tags, references_must_be_in_the_repository,
+            gc_deletes_recheck_and_respect_grace, gc_byte_deletions_and_links,
+            gc_figures_and_runs, collector_lock);
     };
     (@cases $open:path; $attr:meta; $($case:ident),* $(,)?) => {
         $(
@@ -1774,11 +2279,17 @@ mod sqlite_file {
                         &p,
                         true,
                         &[],
+                        &*crate::metadata::suite::PRESENT,
                         &[],
                     )
                     .await;
                 let linked = s
-                    .link_blob(&p.repository, &super::blob(&format!("{who} {i}")), 7)
+                    .link_blob(
+                        &p.repository,
+                        &super::blob(&format!("{who} {i}")),
+                        7,
+                        &*crate::metadata::suite::PRESENT,
+                    )
                     .await;
                 let uploaded = s
                     .create_upload(&super::upload(&format!("{who}/x")), super::NO_CAPS)
@@ -1822,48 +2333,45 @@ mod sqlite_file {
             .run(&old)
             .await
             .expect("migrate to version 2");
-        // Rows as a version 2 registry wrote them (its own columns, by hand: today's
-        // statements write columns later versions added).
+        // Rows as version 2 stored them (today's statements need today's schema).
         for version in ["1.0.0", "2.0.0-rc.1"] {
             let m = super::manifest(&format!("old@{version}"));
             let p = super::pack_row("old", version, &m, "a");
-            for (sql, binds) in [
-                (
-                    "INSERT OR IGNORE INTO repositories (name, created_at) VALUES (?, 0)",
-                    vec![p.repository.as_str().to_owned()],
-                ),
-                (
-                    "INSERT INTO manifests (repo, digest, media_type, size, body, created_at)
-                     VALUES (?, ?, ?, 1, x'00', 0)",
-                    vec![
-                        p.repository.as_str().to_owned(),
-                        m.digest.as_str().to_owned(),
-                        m.media_type.clone(),
-                    ],
-                ),
-                (
-                    "INSERT INTO tags (repo, name, manifest_digest, updated_at)
-                     VALUES (?, ?, ?, 0)",
-                    vec![
-                        p.repository.as_str().to_owned(),
-                        p.tag.as_str().to_owned(),
-                        m.digest.as_str().to_owned(),
-                    ],
-                ),
-            ] {
-                let mut q = sqlx::query(sql);
-                for b in binds {
-                    q = q.bind(b);
-                }
-                q.execute(&old).await.expect("version 2 rows");
-            }
             sqlx::query(
-                "INSERT INTO pack_versions (pack_id, version, sort_key, prerelease, type, name,
-                    description, author, search_text, repository, tag, manifest_digest,
-                    content_digest, content_media_type, size, published_at, dependencies,
-                    members, metadata)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO repositories (name, created_at) VALUES ($1, 0)
+                 ON CONFLICT DO NOTHING",
             )
+            .bind(p.repository.as_str())
+            .execute(&old)
+            .await
+            .expect("repository");
+            sqlx::query(
+                "INSERT INTO manifests (repo, digest, media_type, size, body, created_at)
+                 VALUES ($1, $2, $3, $4, $5, 0)",
+            )
+            .bind(p.repository.as_str())
+            .bind(m.digest.as_str())
+            .bind(&m.media_type)
+            .bind(m.body.len() as i64)
+            .bind(m.body.as_ref())
+            .execute(&old)
+            .await
+            .expect("manifest");
+            sqlx::query(
+                "INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES ($1, $2, $3, 0)",
+            )
+            .bind(p.repository.as_str())
+            .bind(p.tag.as_str())
+            .bind(m.digest.as_str())
+            .execute(&old)
+            .await
+            .expect("tag");
+            sqlx::query(&format!(
+                "INSERT INTO pack_versions ({})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                         $16, $17, $18, $19)",
+                crate::metadata::sql::rows::PACK_VERSION_COLUMNS
+            ))
             .bind(&p.pack_id)
             .bind(&p.version)
             .bind(&p.sort_key)
@@ -1885,7 +2393,7 @@ mod sqlite_file {
             .bind(&p.metadata)
             .execute(&old)
             .await
-            .expect("version 2 pack row");
+            .expect("pack version");
         }
         old.close().await;
         let store = SqliteStore::connect(&url, &PoolOptions::default())
@@ -2160,6 +2668,7 @@ mod postgres {
                 &again,
                 true,
                 &[],
+                &*crate::metadata::suite::PRESENT,
                 &[],
             )
             .await;

@@ -17,6 +17,10 @@ use serde_json::Value;
 use super::{Error, Registry, Result};
 use crate::digest::{Algorithm, Digest};
 use crate::metadata::{ManifestRecord, MetadataError, ReferenceKind, now_millis};
+
+/// How many times a manifest push is made when garbage collection keeps removing
+/// what it writes under it.
+const PUSH_ATTEMPTS: u32 = 4;
 use crate::names::{Reference, RepoName, Tag};
 
 /// Manifest media types as text, for headers and bodies the HTTP layer writes.
@@ -483,40 +487,63 @@ impl Registry {
             }
             Parsed::Index => None,
         };
-        match pack {
-            Some(pack) => {
-                self.meta
-                    .put_pack_manifest(
-                        repo,
-                        &checked.record,
-                        &references,
-                        &tags,
-                        &pack,
-                        false,
-                        &[],
-                        &immutable,
-                    )
-                    .await
-            }
-            None => {
-                self.meta
-                    .put_manifest(repo, &checked.record, &references, &tags, &immutable)
-                    .await
+        // The recovery journal first, as bytes go before the rows that name them.
+        self.journal_push(repo, &checked.record, &tags).await?;
+        // A reference collected after the check above makes the store refuse the push
+        // as a whole (see `ManifestIndex::put_manifest`): checked again, a missing one
+        // is the client's to push again; otherwise (the manifest itself was collected
+        // under the push) the push is simply made again.
+        let mut attempt = 0;
+        loop {
+            let stored = match &pack {
+                Some(pack) => {
+                    self.meta
+                        .put_pack_manifest(
+                            repo,
+                            &checked.record,
+                            &references,
+                            &tags,
+                            pack,
+                            false,
+                            &[],
+                            &self.bytes(),
+                            &immutable,
+                        )
+                        .await
+                }
+                None => {
+                    self.meta
+                        .put_manifest(repo, &checked.record, &references, &tags, &immutable)
+                        .await
+                }
+            };
+            match stored {
+                Ok(()) => break,
+                Err(MetadataError::ReferenceGone) => {
+                    self.verify_references(repo, &checked).await?;
+                    attempt += 1;
+                    if attempt >= PUSH_ATTEMPTS {
+                        return Err(Error::Busy {
+                            detail: "a manifest push kept racing with garbage collection".into(),
+                            retry_after_secs: 1,
+                        });
+                    }
+                }
+                Err(MetadataError::TagImmutable) => {
+                    return Err(Error::TagImmutable(format!(
+                        "tag {} of {repo} is immutable: it names a released version, and \
+                         pointing it at other content would change what was released \
+                         (delete the tag first to replace it)",
+                        immutable
+                            .iter()
+                            .map(Tag::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        .map_err(|e| match e {
-            MetadataError::TagImmutable => Error::TagImmutable(format!(
-                "tag {} of {repo} is immutable: it names a released version, and pointing \
-                 it at other content would change what was released (delete the tag \
-                 first to replace it)",
-                immutable
-                    .iter()
-                    .map(Tag::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            other => other.into(),
-        })?;
         Ok(ManifestPushed {
             digest: checked.record.digest,
             subject: checked.record.subject,
@@ -565,6 +592,10 @@ impl Registry {
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
         };
+        match reference {
+            Reference::Tag(t) => self.journal_untag(repo, t.as_str()).await?,
+            Reference::Digest(d) => self.journal_drop(repo, d, true).await?,
+        }
         if existed {
             Ok(())
         } else {

@@ -7,8 +7,11 @@
 
 mod blobs;
 pub mod bundle;
+pub mod gc;
+pub mod journal;
 mod manifests;
 pub mod packs;
+pub mod retention;
 mod uploads;
 
 use std::sync::Arc;
@@ -181,6 +184,15 @@ impl From<MetadataError> for Error {
             MetadataError::TagImmutable => {
                 Error::TagImmutable("a tag this push would move is immutable".into())
             }
+            MetadataError::BytesGone => Error::BlobUploadInvalid(
+                "the blob's bytes were removed by garbage collection while it was uploaded; \
+                 upload it again"
+                    .into(),
+            ),
+            MetadataError::Bytes(e) => match e.downcast::<StorageError>() {
+                Ok(storage) => Error::from(*storage),
+                Err(other) => Error::Internal(format!("storage: {other}")),
+            },
             other => Error::Internal(format!("metadata: {other}")),
         }
     }
@@ -281,6 +293,12 @@ impl Registry {
     /// The packs settings in force.
     pub fn pack_settings(&self) -> &PackSettings {
         &self.packs
+    }
+
+    /// What the metadata layer may ask of this registry's blob store (see
+    /// [`BlobBytes`](crate::metadata::BlobBytes)).
+    pub(crate) fn bytes(&self) -> gc::StoreBytes<'_> {
+        gc::StoreBytes(self.blobs.as_ref())
     }
 
     /// The limits in force.

@@ -255,7 +255,9 @@ impl Registry {
             )));
         }
         self.blobs.commit(upload, parts, expected).await?;
-        self.meta.link_blob(repo, expected, size).await?;
+        self.meta
+            .link_blob(repo, expected, size, &self.bytes())
+            .await?;
         Ok(size)
     }
 
@@ -307,7 +309,9 @@ impl Registry {
             }
         }
         let size = written?;
-        self.meta.link_blob(repo, digest, size).await?;
+        self.meta
+            .link_blob(repo, digest, size, &self.bytes())
+            .await?;
         Ok(size)
     }
 
@@ -611,8 +615,12 @@ impl Registry {
             Ok(None) | Err(StorageError::NotFound(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        self.meta.link_blob(repo, digest, size).await?;
-        Ok(true)
+        match self.meta.link_blob(repo, digest, size, &self.bytes()).await {
+            Ok(()) => Ok(true),
+            // Collected meanwhile: the client uploads it instead.
+            Err(MetadataError::BytesGone) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! ```text
 //! blobs/<algorithm>/<2 hex>/<hex>    immutable content, written only after its digest was checked
 //! uploads/<uuid>/<part>.<nonce>      one part of an upload in progress
+//! records/<name>                     small records the domain names (`reindex`'s journal)
 //! ```
 
 mod fs;
@@ -86,6 +87,8 @@ pub enum StorageKey {
     Blob(Digest),
     /// Directory (prefix) holding the parts of one upload.
     Upload(Uuid),
+    /// A small record, by a `/`-separated name the caller chooses.
+    Record(String),
     /// One stored part of an upload.
     UploadPart {
         /// The upload.
@@ -104,6 +107,7 @@ impl StorageKey {
                 format!("blobs/{}/{}/{}", d.algorithm().as_str(), &hex[..2], hex)
             }
             StorageKey::Upload(u) => format!("uploads/{u}"),
+            StorageKey::Record(name) => format!("records/{name}"),
             StorageKey::UploadPart { upload, id } => format!("uploads/{upload}/{id}"),
         }
     }
@@ -116,6 +120,17 @@ pub struct PartInfo {
     pub id: String,
     /// Bytes in the part.
     pub size: u64,
+}
+
+/// A blob's bytes as [`BlobStore::list_blobs`] finds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// The blob's digest (from its key).
+    pub digest: Digest,
+    /// Bytes stored.
+    pub size: u64,
+    /// When the bytes were last written.
+    pub modified: std::time::SystemTime,
 }
 
 /// A bound, in bytes, on what a request stream has handed to a worker thread (the
@@ -285,6 +300,32 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a blob's bytes. Removing a missing blob is not an error.
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Blobs whose bytes are stored, in key order (algorithm name, then hex), after
+    /// `after`, at most `limit`: how garbage collection finds bytes that no metadata
+    /// row refers to (a crash between a row's deletion and its bytes'). Upload parts
+    /// and anything that is not a blob's key are not listed.
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StorageError>;
+
+    /// Writes the small record `name` (`/`-separated segments of letters, digits and
+    /// `._-`), replacing any. Records are what `reindex` rebuilds metadata from; they
+    /// are written without waiting for the disk (a machine crash may lose the last
+    /// ones, as it may the database's last transactions).
+    async fn put_record(&self, name: &str, bytes: Bytes) -> Result<(), StorageError>;
+
+    /// The record `name`, or `None`.
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>, StorageError>;
+
+    /// Removes the record `name`; removing a missing one is not an error.
+    async fn delete_record(&self, name: &str) -> Result<(), StorageError>;
+
+    /// The names of every record whose name starts with `prefix` (a whole segment
+    /// path ending in `/`, or empty), in byte order.
+    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
 
     /// Checks that the backend is reachable and writable.
     async fn ping(&self) -> Result<(), StorageError>;

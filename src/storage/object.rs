@@ -15,7 +15,7 @@ use object_store::{
 };
 use uuid::Uuid;
 
-use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey};
+use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey, StoredBlob};
 use crate::digest::Digest;
 
 /// Blobs kept in an [`ObjectStore`].
@@ -361,6 +361,89 @@ impl BlobStore for ObjectBlobStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(e)),
         }
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StorageError> {
+        // S3 lists keys in byte order, as the in-memory store does: the page ends at
+        // the last key listed, and the next starts after it.
+        let prefix = ObjectPath::from("blobs");
+        let mut listing = match after {
+            Some(d) => self
+                .store
+                .list_with_offset(Some(&prefix), &key(&StorageKey::Blob(d.clone()))),
+            None => self.store.list(Some(&prefix)),
+        };
+        let mut found = Vec::new();
+        while let Some(meta) = listing.try_next().await.map_err(map_err)? {
+            let parts: Vec<String> = meta
+                .location
+                .parts()
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            let [_, algorithm, _, hex] = parts.as_slice() else {
+                continue;
+            };
+            let Ok(digest) = Digest::parse(&format!("{algorithm}:{hex}")) else {
+                continue;
+            };
+            found.push(StoredBlob {
+                digest,
+                size: meta.size,
+                modified: meta.last_modified.into(),
+            });
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put_record(&self, name: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store
+            .put(&key(&StorageKey::Record(name.to_owned())), bytes.into())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
+        match self
+            .store
+            .get(&key(&StorageKey::Record(name.to_owned())))
+            .await
+        {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(map_err)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn delete_record(&self, name: &str) -> Result<(), StorageError> {
+        match self
+            .store
+            .delete(&key(&StorageKey::Record(name.to_owned())))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let root = key(&StorageKey::Record(prefix.trim_end_matches('/').to_owned()));
+        let mut listing = self.store.list(Some(&root));
+        let mut names = Vec::new();
+        while let Some(meta) = listing.try_next().await.map_err(map_err)? {
+            if let Some(name) = meta.location.as_ref().strip_prefix("records/") {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

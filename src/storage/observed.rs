@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{BlobStore, ByteStream, DynBlobStore, PartInfo, StorageError, UploadGuard};
+use bytes::Bytes;
+
+use super::{BlobStore, ByteStream, DynBlobStore, PartInfo, StorageError, StoredBlob, UploadGuard};
 use crate::digest::Digest;
 
 /// Receives one report per storage operation.
@@ -137,6 +139,35 @@ impl BlobStore for ObservedBlobStore {
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
         self.run("storage.delete", self.inner.delete(digest)).await
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StorageError> {
+        self.run("storage.list_blobs", self.inner.list_blobs(after, limit))
+            .await
+    }
+
+    async fn put_record(&self, name: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.run("storage.put_record", self.inner.put_record(name, bytes))
+            .await
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
+        self.run("storage.get_record", self.inner.get_record(name))
+            .await
+    }
+
+    async fn delete_record(&self, name: &str) -> Result<(), StorageError> {
+        self.run("storage.delete_record", self.inner.delete_record(name))
+            .await
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.run("storage.list_records", self.inner.list_records(prefix))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

@@ -473,6 +473,86 @@ pub(crate) async fn ping(store: &dyn BlobStore) {
     }
 }
 
+/// `list_blobs` lists every stored blob once, in key order (algorithm, then hex), page
+/// after page, with its size and a recent write time; uploads in progress and
+/// deleted blobs are not listed.
+pub(crate) async fn list_blobs_in_key_order(store: &dyn BlobStore) {
+    assert_eq!(store.list_blobs(None, 10).await.unwrap(), []);
+    let mut blobs = Vec::new();
+    for i in 0..7u64 {
+        let bytes = data(100 + i as usize, 40 + i);
+        blobs.push((store_blob(store, &bytes).await, bytes.len() as u64));
+    }
+    let sha512 = Digest::of(Algorithm::Sha512, b"a sha512 blob");
+    let upload = Uuid::new_v4();
+    let parts = put_parts(store, upload, &[b"a sha512 blob"]).await;
+    store.commit(upload, &parts, &sha512).await.unwrap();
+    blobs.push((sha512, 13));
+    // In progress: not a blob.
+    put_parts(store, Uuid::new_v4(), &[b"half an upload"]).await;
+    let key = |d: &Digest| (d.algorithm().as_str().to_owned(), d.hex().to_owned());
+    blobs.sort_by_key(|(d, _)| key(d));
+
+    let started = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut listed = Vec::new();
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = store.list_blobs(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3, "a page of {}", page.len());
+        for b in &page {
+            assert!(b.modified > started, "written just now: {:?}", b.modified);
+        }
+        after = page.last().map(|b| b.digest.clone());
+        let full = page.len() == 3;
+        listed.extend(page.into_iter().map(|b| (b.digest, b.size)));
+        if !full {
+            break;
+        }
+    }
+    assert_eq!(listed, blobs);
+
+    store.delete(&blobs[2].0).await.unwrap();
+    let all = store.list_blobs(None, 100).await.unwrap();
+    assert_eq!(all.len(), blobs.len() - 1);
+    assert!(all.iter().all(|b| b.digest != blobs[2].0));
+}
+
+/// Records: written (replacing), read back, listed by prefix in byte order (never
+/// among blobs), deleted (deleting a missing one is fine).
+pub(crate) async fn records(store: &dyn BlobStore) {
+    assert_eq!(store.list_records("").await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.get_record("a/b/x").await.unwrap(), None);
+    store
+        .put_record("a/b/x", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    store
+        .put_record("a/b/x", Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    store
+        .put_record("a/c/y", Bytes::from_static(b"three"))
+        .await
+        .unwrap();
+    store
+        .put_record("ab/z", Bytes::from_static(b"four"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_record("a/b/x").await.unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(store.list_records("a/").await.unwrap(), ["a/b/x", "a/c/y"]);
+    assert_eq!(
+        store.list_records("").await.unwrap(),
+        ["a/b/x", "a/c/y", "ab/z"]
+    );
+    assert_eq!(store.list_blobs(None, 10).await.unwrap(), []);
+    store.delete_record("a/b/x").await.unwrap();
+    store.delete_record("a/b/x").await.unwrap();
+    assert_eq!(store.list_records("a/").await.unwrap(), ["a/c/y"]);
+}
+
 // ---------------------------------------------------------------------------------
 // Backends
 
@@ -489,7 +569,7 @@ macro_rules! blob_store_suite {
             commit_single_part, commit_many_parts, commit_existing_blob, empty_blob,
             get_ranges, ranges_across_chunks, stat_and_delete, abort_removes_parts, read_parts,
             failing_body_stores_nothing, failed_part_then_resume, concurrent_commits,
-            multi_mib_blob, ping);
+            multi_mib_blob, list_blobs_in_key_order, records, ping);
     };
     (@cases $open:path; $attr:meta; $($case:ident),* $(,)?) => {
         $(

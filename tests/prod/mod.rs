@@ -249,10 +249,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` replicas at once.
     pub async fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[]).await
+    }
+
+    /// Starts `n` replicas at once, with `extra` environment (PACKS__… variables).
+    pub async fn start_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
         let env = ProdEnv::from_env().expect("the production services");
         let database = TestDatabase::create(&env.postgres_url).await;
         let bucket = create_bucket(&env.s3_endpoint).await;
-        let vars = prod_vars(&database.url, &env.s3_endpoint, &bucket);
+        let mut vars = prod_vars(&database.url, &env.s3_endpoint, &bucket);
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut replicas: Vec<Replica> = (0..n).map(|_| spawn(&vars)).collect();
         for r in &mut replicas {
             wait_ready(r).await;

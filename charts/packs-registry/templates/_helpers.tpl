@@ -118,6 +118,7 @@ Call with (dict "table" $dict "path" "").
 {{- if ne (float64 (int64 .)) (float64 .) }}{{ fail (printf "configuration numbers are integers (got %v)" .) }}{{ end }}
 {{- int64 . }}
 {{- else if kindIs "slice" . }}[{{ range $i, $e := . }}{{ if $i }}, {{ end }}{{ include "packs-registry.tomlValue" $e }}{{ end }}]
+{{- else if kindIs "map" . }}{{ $m := . }}{ {{- range $i, $k := keys $m | sortAlpha }}{{ if $i }},{{ end }} {{ $k }} = {{ include "packs-registry.tomlValue" (index $m $k) }}{{ end }} }
 {{- else }}{{ fail (printf "cannot write %v (%s) in TOML" . (kindOf .)) }}
 {{- end }}
 {{- end }}

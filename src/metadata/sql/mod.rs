@@ -9,7 +9,7 @@
 //! `migrations/<dialect>/`.
 
 mod postgres;
-mod rows;
+pub(crate) mod rows;
 mod sqlite;
 
 use std::future::Future;
@@ -21,8 +21,9 @@ use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Type};
 use uuid::Uuid;
 
 use super::{
-    ManifestRecord, MetadataError, PackSummaryRecord, PackVersionRecord, Page, Referrer, Result,
-    SessionCap, SessionCaps, UploadRecord, split_lines,
+    BlobBytes, GcRunRecord, GcTotals, LinkNode, ManifestNode, ManifestRecord, MetadataError,
+    PackSummaryRecord, PackVersionRecord, Page, Referrer, RepositoryGraph, Result, SessionCap,
+    SessionCaps, StorageUsage, UploadRecord, split_lines,
 };
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
@@ -39,6 +40,20 @@ pub use sqlite::SqliteStore;
 pub(super) fn busy(e: &dyn DatabaseError) -> bool {
     postgres::busy(e) || sqlite::busy(e)
 }
+
+/// Whether the database's error says a row the write refers to is gone (see
+/// [`MetadataError::ReferenceGone`]), in either dialect: a foreign key violation, or
+/// the refusal of the `manifest_reference_target` trigger.
+pub(super) fn reference_gone(e: &dyn DatabaseError) -> bool {
+    postgres::reference_gone(e) || sqlite::reference_gone(e)
+}
+
+/// How many times a write is tried again after it lost a race with a delete of a row
+/// it refers to (see [`MetadataError::ReferenceGone`]) where trying again is right.
+const REFERENCE_RETRIES: u32 = 3;
+
+/// Garbage collection deletes in batches of at most this many rows.
+pub(super) const GC_BATCH: usize = 256;
 
 /// How many times a write is tried again after [`MetadataError::Busy`], by default.
 const TRANSIENT_RETRIES: u32 = 3;
@@ -125,15 +140,20 @@ where
     // -----------------------------------------------------------------------------
     // Blobs and repositories
 
-    /// Records a blob and links it into `repo`, creating the repository: three
-    /// idempotent inserts, inside the caller's transaction.
+    /// Records a blob and links it into `repo`, creating the repository, inside the
+    /// caller's transaction (see [`BlobIndex::link_blob`]): the repository, the blob
+    /// row, the blob's recorded deletion taken back (its bytes checked with `bytes`
+    /// when the deletion had completed), then the link, whose time is now.
+    ///
+    /// [`BlobIndex::link_blob`]: crate::metadata::BlobIndex::link_blob
     async fn link_blob(
         tx: &mut DB::Connection,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
         now: i64,
-    ) -> sqlx::Result<()> {
+        bytes: &dyn BlobBytes,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -150,9 +170,20 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let taken_back =
+            sqlx::query("DELETE FROM blob_deletions WHERE digest = $1 RETURNING bytes_deleted")
+                .bind(digest.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(row) = taken_back
+            && row.flag("bytes_deleted")?
+            && !bytes.present(digest).await.map_err(MetadataError::Bytes)?
+        {
+            return Err(MetadataError::BytesGone);
+        }
         sqlx::query(
             "INSERT INTO repository_blobs (repo, digest, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
@@ -595,6 +626,226 @@ where
         .execute(e)
         .await?;
         Ok(done.rows() > 0)
+    }
+
+    // -----------------------------------------------------------------------------
+    // Garbage collection and storage figures
+
+    /// One repository's manifests, tags, references and links (see
+    /// [`CollectIndex::repository_graph`](crate::metadata::CollectIndex::repository_graph)).
+    async fn repository_graph(
+        conn: &mut DB::Connection,
+        repo: &RepoName,
+    ) -> sqlx::Result<RepositoryGraph> {
+        let manifests = sqlx::query(
+            "SELECT digest, subject_digest, size, pushed_at FROM manifests WHERE repo = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(ManifestNode {
+                digest: rows::digest(row.text("digest")?)?,
+                subject: row
+                    .text_or_null("subject_digest")?
+                    .map(rows::digest)
+                    .transpose()?,
+                size: rows::size(row.int("size")?)?,
+                pushed_at: row.int("pushed_at")?,
+            })
+        })
+        .collect::<sqlx::Result<Vec<_>>>()?;
+        let tagged = sqlx::query("SELECT DISTINCT manifest_digest FROM tags WHERE repo = $1")
+            .bind(repo.as_str())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| rows::digest(row.text("manifest_digest")?))
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        let mut children = Vec::new();
+        let mut blob_refs = Vec::new();
+        for row in sqlx::query(
+            "SELECT manifest, child_digest, kind FROM manifest_references WHERE repo = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            let pair = (
+                rows::digest(row.text("manifest")?)?,
+                rows::digest(row.text("child_digest")?)?,
+            );
+            if row.text("kind")? == "manifest" {
+                children.push(pair);
+            } else {
+                blob_refs.push(pair);
+            }
+        }
+        let links = sqlx::query(
+            "SELECT rb.digest, b.size, rb.created_at FROM repository_blobs rb
+             JOIN blobs b ON b.digest = rb.digest WHERE rb.repo = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(LinkNode {
+                digest: rows::digest(row.text("digest")?)?,
+                size: rows::size(row.int("size")?)?,
+                linked_at: row.int("created_at")?,
+            })
+        })
+        .collect::<sqlx::Result<Vec<_>>>()?;
+        Ok(RepositoryGraph {
+            manifests,
+            tagged,
+            children,
+            blob_refs,
+            links,
+        })
+    }
+
+    /// Blob rows no repository links, by digest after `after`, at most `n`.
+    async fn unlinked_blobs<'e>(
+        e: impl Executor<'e, Database = DB>,
+        after: Option<&str>,
+        n: u32,
+    ) -> sqlx::Result<Vec<(Digest, u64)>> {
+        sqlx::query(
+            "SELECT digest, size FROM blobs b WHERE digest > $1
+               AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+             ORDER BY digest LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(n))
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(rows::digest_and_size)
+        .collect()
+    }
+
+    /// Digests whose bytes are still to be deleted, oldest first, at most `n`
+    /// (`blob_deletions_pending`).
+    async fn pending_byte_deletions<'e>(
+        e: impl Executor<'e, Database = DB>,
+        n: u32,
+    ) -> sqlx::Result<Vec<Digest>> {
+        sqlx::query(
+            "SELECT digest FROM blob_deletions WHERE NOT bytes_deleted ORDER BY at LIMIT $1",
+        )
+        .bind(i64::from(n))
+        .fetch_all(e)
+        .await?
+        .iter()
+        .map(|row| rows::digest(row.text("digest")?))
+        .collect()
+    }
+
+    /// Forgets completed byte deletions recorded before `before`; how many.
+    async fn forget_byte_deletions<'e>(
+        e: impl Executor<'e, Database = DB>,
+        before: i64,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query("DELETE FROM blob_deletions WHERE bytes_deleted AND at < $1")
+            .bind(before)
+            .execute(e)
+            .await?;
+        Ok(done.rows())
+    }
+
+    /// The figures folded so far: the whole store and the `top` largest repositories.
+    async fn read_usage(conn: &mut DB::Connection, top: u32) -> sqlx::Result<StorageUsage> {
+        const COLUMNS: &str = "repo, blobs, blob_bytes, manifests, manifest_bytes";
+        let total = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM storage_usage WHERE repo = ''"
+        ))
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(rows::usage)
+        .transpose()?
+        .unwrap_or_default();
+        let repositories = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM storage_usage WHERE repo <> ''
+             ORDER BY blob_bytes DESC, repo LIMIT $1"
+        ))
+        .bind(i64::from(top))
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(rows::usage)
+        .collect::<sqlx::Result<Vec<_>>>()?;
+        let count = sqlx::query("SELECT COUNT(*) AS n FROM storage_usage WHERE repo <> ''")
+            .fetch_one(&mut *conn)
+            .await?
+            .int("n")?;
+        Ok(StorageUsage {
+            total,
+            repositories,
+            repository_count: rows::size(count)?,
+        })
+    }
+
+    /// Records a completed collection.
+    async fn record_gc_run<'e>(
+        e: impl Executor<'e, Database = DB>,
+        run: &GcRunRecord,
+    ) -> sqlx::Result<()> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO gc_runs (finished_at, duration_ms, tags, manifests, links, blobs,
+                                  stray, reclaimed_bytes, manifest_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(run.finished_at)
+        .bind(run.duration_ms)
+        .bind(n(run.tags))
+        .bind(n(run.manifests))
+        .bind(n(run.links))
+        .bind(n(run.blobs))
+        .bind(n(run.stray))
+        .bind(n(run.reclaimed_bytes))
+        .bind(n(run.manifest_bytes))
+        .execute(e)
+        .await?;
+        Ok(())
+    }
+
+    /// Every recorded collection added up (sums as 64-bit integers on both dialects).
+    async fn gc_totals<'e>(e: impl Executor<'e, Database = DB>) -> sqlx::Result<GcTotals> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS runs,
+                    CAST(COALESCE(MAX(finished_at), 0) AS BIGINT) AS finished_at,
+                    CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) AS duration_ms,
+                    CAST(COALESCE(SUM(tags), 0) AS BIGINT) AS tags,
+                    CAST(COALESCE(SUM(manifests), 0) AS BIGINT) AS manifests,
+                    CAST(COALESCE(SUM(links), 0) AS BIGINT) AS links,
+                    CAST(COALESCE(SUM(blobs), 0) AS BIGINT) AS blobs,
+                    CAST(COALESCE(SUM(stray), 0) AS BIGINT) AS stray,
+                    CAST(COALESCE(SUM(reclaimed_bytes), 0) AS BIGINT) AS reclaimed_bytes,
+                    CAST(COALESCE(SUM(manifest_bytes), 0) AS BIGINT) AS manifest_bytes
+             FROM gc_runs",
+        )
+        .fetch_one(e)
+        .await?;
+        let n = |name: &str| row.int(name).map(|v| u64::try_from(v).unwrap_or(0));
+        Ok(GcTotals {
+            runs: n("runs")?,
+            sums: GcRunRecord {
+                finished_at: row.int("finished_at")?,
+                duration_ms: row.int("duration_ms")?,
+                tags: n("tags")?,
+                manifests: n("manifests")?,
+                links: n("links")?,
+                blobs: n("blobs")?,
+                stray: n("stray")?,
+                reclaimed_bytes: n("reclaimed_bytes")?,
+                manifest_bytes: n("manifest_bytes")?,
+            },
+        })
     }
 
     /// Checks the database answers.

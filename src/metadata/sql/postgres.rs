@@ -26,6 +26,55 @@ pub(super) fn busy(e: &dyn DatabaseError) -> bool {
         .is_some_and(|e| matches!(e.code(), "40P01" | "40001" | "55P03"))
 }
 
+/// Whether `e` is PostgreSQL refusing a row whose reference is gone (see
+/// [`MetadataError::ReferenceGone`]): a foreign key violation (23503), or `PKREF`,
+/// raised by the `manifest_reference_target` trigger (migration 6).
+pub(super) fn reference_gone(e: &dyn DatabaseError) -> bool {
+    e.try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|e| matches!(e.code(), "23503" | "PKREF"))
+}
+
+/// Advisory lock classes (the first key of `pg_advisory_lock(int, int)`). 7243 is the
+/// packs trigger's (migration 2).
+mod lock_class {
+    /// The one garbage collector across replicas (second key 0).
+    pub const COLLECTOR: i32 = 7244;
+    /// One blob's bytes (second key `hashtext(digest)`): shared by a link, exclusive
+    /// while the collector records or carries out the deletion of bytes with no row.
+    pub const BLOB_BYTES: i32 = 7245;
+    /// Folding the storage figures' changes (second key 0).
+    pub const USAGE_FOLD: i32 = 7246;
+}
+
+/// Takes the shared lock of each of `digests`' bytes (see [`lock_class::BLOB_BYTES`])
+/// for the rest of the transaction, in digest order.
+async fn lock_blob_bytes_shared(tx: &mut PgConnection, digests: &[&str]) -> sqlx::Result<()> {
+    let mut sorted = digests.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared($1, hashtext(d)) FROM unnest($2::text[]) AS d",
+    )
+    .bind(lock_class::BLOB_BYTES)
+    .bind(sorted)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes the exclusive lock of each of `digests`' bytes, in digest order.
+async fn lock_blob_bytes(tx: &mut PgConnection, digests: &[&str]) -> sqlx::Result<()> {
+    let mut sorted = digests.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(d)) FROM unnest($2::text[]) AS d")
+        .bind(lock_class::BLOB_BYTES)
+        .bind(sorted)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// From this page size on, tags are first read in no order (see `list_tags`). For a
 /// long listing PostgreSQL reads the rows in the order they lie in the table (a
 /// bitmap scan) and then sorts them, and that sort is slowest when the rows lie in
@@ -288,15 +337,37 @@ impl PostgresStore {
 #[async_trait]
 impl BlobIndex for PostgresStore {
     #[tracing::instrument(name = "db.link_blob", skip_all)]
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        retry(self.retries, || async {
-            let mut conn = self.conn().await?;
-            conn.begin().await?;
-            let linked = Sql::link_blob(&mut conn, repo, digest, size, now_millis()).await;
-            let linked = linked.map_err(|e| conn.fail(e));
-            conn.end(linked).await
-        })
-        .await
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        bytes: &dyn BlobBytes,
+    ) -> Result<()> {
+        // A blob row the collector deletes between this link's insert of it (which
+        // found it) and the link's own insert fails the link's foreign key: the link
+        // is simply tried again, and then makes the row anew.
+        let mut attempt = 0;
+        loop {
+            let linked = retry(self.retries, || async {
+                let mut conn = self.conn().await?;
+                conn.begin().await?;
+                let linked = async {
+                    lock_blob_bytes_shared(&mut conn, &[digest.as_str()]).await?;
+                    Sql::link_blob(&mut conn, repo, digest, size, now_millis(), bytes).await
+                }
+                .await;
+                let linked = conn.settle(linked);
+                conn.end(linked).await
+            })
+            .await;
+            match linked {
+                Err(MetadataError::ReferenceGone) if attempt < super::REFERENCE_RETRIES => {
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     #[tracing::instrument(name = "db.blob_in_repo", skip_all)]
@@ -348,19 +419,28 @@ impl BlobIndex for PostgresStore {
 /// two per reference and tag (production manifest PUT ran at 2.5x Distribution).
 /// Foreign keys are checked at the end of the statement, when the repository and
 /// manifest rows inserted by the earlier CTEs exist. References are added only with a
-/// newly inserted manifest. Tags are upserted in sorted order, so that pushes sharing
+/// newly inserted manifest (the `manifest_reference_target` trigger locks each one's
+/// target, and refuses the row if it is gone); a manifest already stored has its push
+/// time moved instead (`touched`, which waits for a collector holding the row). Tags
+/// are upserted in sorted order, so that pushes sharing
 /// tags cannot deadlock on them; with `$14` (create only), a tag that exists is
-/// locked but left as it is, and the statement's answer, the number of tags written,
-/// tells the caller. A tag moved away from a pack's manifest no longer names that
-/// pack version: a trigger on `tags` deletes its row (migration 4). Tags in `$15`
-/// are marked immutable; moving a marked one fails the statement (migration 6).
+/// locked but left as it is. The statement answers the number of tags written, and
+/// whether the manifest is there (inserted or touched: a manifest the collector
+/// deleted between this statement's snapshot and its update is neither). A tag moved
+/// away from a pack's manifest no longer names that pack version: a trigger on `tags`
+/// deletes its row (migration 4). Tags in `$15` are marked immutable;
+/// moving a marked one fails the statement (migration 7).
 const PUT_MANIFEST_SQL: &str = "
     WITH repo AS (
         INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
     ), manifest AS (
         INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
-                               annotations, size, body, created_at)
-        VALUES ($1, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
+                               annotations, size, body, created_at, pushed_at)
+        VALUES ($1, $3, $4, $5, $6, $7, $8, $9, $10, $2) ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), touched AS (
+        UPDATE manifests SET pushed_at = $2
+        WHERE repo = $1 AND digest = $3 AND NOT EXISTS (SELECT 1 FROM manifest)
         RETURNING 1
     ), refs AS (
         INSERT INTO manifest_references (repo, manifest, child_digest, kind)
@@ -378,11 +458,14 @@ const PUT_MANIFEST_SQL: &str = "
         WHERE NOT $14::boolean
         RETURNING 1
     )
-    SELECT COUNT(*) FROM tagged";
+    SELECT (SELECT COUNT(*) FROM tagged) AS tagged,
+           EXISTS (SELECT 1 FROM manifest) OR EXISTS (SELECT 1 FROM touched) AS present";
 
 /// Runs [`PUT_MANIFEST_SQL`] on `conn`: alone it is atomic, and inside a caller's
 /// transaction it is part of that. With `create_only`, tags that exist already are
-/// left alone; returns whether every tag was written.
+/// left alone; returns whether every tag was written. A manifest that vanished under
+/// the push (see [`PUT_MANIFEST_SQL`]) is [`MetadataError::ReferenceGone`]: pushed
+/// again, it is inserted anew.
 async fn put_manifest_in(
     conn: &mut sqlx::PgConnection,
     repo: &RepoName,
@@ -396,12 +479,16 @@ async fn put_manifest_in(
     let mut tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
     tags.sort_unstable();
     tags.dedup();
-    let (children, kinds): (Vec<&str>, Vec<&str>) = references
+    // In digest order, as the collector locks what it deletes: a push and a
+    // collection that share several targets cannot deadlock on them.
+    let mut references: Vec<(&str, &str)> = references
         .iter()
         .map(|(d, k)| (d.as_str(), k.as_str()))
-        .unzip();
+        .collect();
+    references.sort_unstable();
+    let (children, kinds): (Vec<&str>, Vec<&str>) = references.into_iter().unzip();
     let wanted = tags.len();
-    let written: i64 = sqlx::query_scalar(PUT_MANIFEST_SQL)
+    let row = sqlx::query(PUT_MANIFEST_SQL)
         .bind(repo.as_str())
         .bind(now_millis())
         .bind(m.digest.as_str())
@@ -419,6 +506,10 @@ async fn put_manifest_in(
         .bind(immutable)
         .fetch_one(conn)
         .await?;
+    if !rows::Columns::flag(&row, "present")? {
+        return Err(MetadataError::ReferenceGone);
+    }
+    let written = rows::Columns::int(&row, "tagged")?;
     Ok(usize::try_from(written).is_ok_and(|w| w == wanted))
 }
 
@@ -604,14 +695,21 @@ async fn put_pack_manifest_in(
     p: &PackVersionRecord,
     create_only: bool,
     link: &[(Digest, u64)],
+    bytes: &dyn BlobBytes,
     immutable: &[Tag],
 ) -> Result<()> {
     if create_only && Sql::pack_version_taken(&mut *tx, p).await? {
         return Err(MetadataError::Conflict);
     }
     let now = now_millis();
-    for (digest, size) in link {
-        Sql::link_blob(&mut *tx, repo, digest, *size, now).await?;
+    let mut link = link.to_vec();
+    link.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let digests: Vec<&str> = link.iter().map(|(d, _)| d.as_str()).collect();
+    if !digests.is_empty() {
+        lock_blob_bytes_shared(tx, &digests).await?;
+    }
+    for (digest, size) in &link {
+        Sql::link_blob(tx, repo, digest, *size, now, bytes).await?;
     }
     let claimed = put_manifest_in(tx, repo, m, references, tags, create_only, immutable).await?;
     if !claimed {
@@ -633,6 +731,7 @@ impl PackIndex for PostgresStore {
         p: &PackVersionRecord,
         create_only: bool,
         link: &[(Digest, u64)],
+        bytes: &dyn BlobBytes,
         immutable: &[Tag],
     ) -> Result<()> {
         retry(self.retries, || async {
@@ -647,6 +746,7 @@ impl PackIndex for PostgresStore {
                 p,
                 create_only,
                 link,
+                bytes,
                 immutable,
             )
             .await;
@@ -825,6 +925,425 @@ impl UploadIndex for PostgresStore {
     }
 }
 
+/// `digests` as text, for a `$n::text[]` parameter.
+fn texts(digests: &[Digest]) -> Vec<&str> {
+    digests.iter().map(Digest::as_str).collect()
+}
+
+/// `$body` (an expression using `$tx: &mut PgConnection`, which may `return` or use
+/// `?` with [`MetadataError`]s) in a transaction on a connection of `$store`'s pool,
+/// tried again as the other writes are (see `retry`).
+macro_rules! in_transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {
+        retry($store.retries, || async {
+            let mut conn = $store.conn().await?;
+            conn.begin().await?;
+            let done: Result<_> = async {
+                let $tx: &mut PgConnection = &mut conn;
+                $body
+            }
+            .await;
+            let done = conn.settle(done);
+            conn.end(done).await
+        })
+    };
+}
+
+impl PostgresStore {
+    /// The integer the query (`$1` the array of `digests`) finds for each digest, in
+    /// the list's order.
+    async fn per_digest(&self, sql: &str, digests: &[Digest]) -> Result<Vec<Option<i64>>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        sqlx::query_scalar(sql)
+            .bind(texts(digests))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| conn.fail(e))
+    }
+}
+
+// Garbage collection. What a delete decides on is re-checked by the deleting statement
+// after the rows are locked (FOR UPDATE), in a statement of its own, so that it sees
+// every push that locked them first (tags' foreign keys and the references trigger
+// take FOR KEY SHARE); a push that comes after waits, then finds them gone.
+#[async_trait]
+impl CollectIndex for PostgresStore {
+    async fn collector_lock(&self, wait: bool) -> Result<Option<CollectorLock>> {
+        let mut conn = self.conn().await?;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, 0)")
+                .bind(lock_class::COLLECTOR)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| conn.fail(e))?;
+            if got {
+                // The connection leaves the pool with the lock: closing it (when the
+                // guard is dropped, or the process dies) releases the lock.
+                let object = conn.object.take().expect("a live connection");
+                let held = Object::take(object);
+                return Ok(Some(CollectorLock::holding(std::sync::Mutex::new(held))));
+            }
+            if !wait {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn repositories_after(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        Ok(self.list_repositories(last, n).await?.items)
+    }
+
+    async fn repository_graph(&self, repo: &RepoName) -> Result<RepositoryGraph> {
+        let mut conn = self.conn().await?;
+        conn.begin().await?;
+        let graph = async {
+            // One snapshot for the five reads.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *conn)
+                .await?;
+            Ok(Sql::repository_graph(&mut conn, repo).await?)
+        }
+        .await;
+        let graph = conn.settle(graph);
+        conn.end(graph).await
+    }
+
+    async fn delete_manifests_if_unreachable(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        pushed_before: i64,
+        keep_orphaned_referrers: bool,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(super::GC_BATCH) {
+            let list = texts(batch);
+            let list = &list;
+            let rows = in_transaction!(self, |tx| {
+                let locked: Vec<String> = sqlx::query_scalar(
+                    "SELECT digest FROM manifests
+                             WHERE repo = $1 AND digest = ANY($2::text[]) AND pushed_at < $3
+                             ORDER BY digest FOR UPDATE",
+                )
+                .bind(repo.as_str())
+                .bind(list)
+                .bind(pushed_before)
+                .fetch_all(&mut *tx)
+                .await?;
+                if locked.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(sqlx::query(
+                    "DELETE FROM manifests m
+                             WHERE m.repo = $1 AND m.digest = ANY($2::text[])
+                               AND m.pushed_at < $3
+                               AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo
+                                               AND t.manifest_digest = m.digest)
+                               AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                               WHERE r.repo = m.repo
+                                                 AND r.child_digest = m.digest
+                                                 AND r.kind = 'manifest')
+                               AND (m.subject_digest IS NULL
+                                    OR (NOT $4 AND NOT EXISTS (SELECT 1 FROM manifests s
+                                        WHERE s.repo = m.repo
+                                          AND s.digest = m.subject_digest)))
+                             RETURNING digest, size",
+                )
+                .bind(repo.as_str())
+                .bind(locked)
+                .bind(pushed_before)
+                .bind(keep_orphaned_referrers)
+                .fetch_all(&mut *tx)
+                .await?)
+            })
+            .await?;
+            for row in &rows {
+                deleted.push(rows::digest_and_size(row)?);
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_links_if_unreferenced(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        linked_before: i64,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(super::GC_BATCH) {
+            let list = texts(batch);
+            let list = &list;
+            let rows = in_transaction!(self, |tx| {
+                        let locked: Vec<String> = sqlx::query_scalar(
+                            "SELECT digest FROM repository_blobs
+                             WHERE repo = $1 AND digest = ANY($2::text[]) AND created_at < $3
+                             ORDER BY digest FOR UPDATE",
+                        )
+                        .bind(repo.as_str())
+                        .bind(list)
+                        .bind(linked_before)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        if locked.is_empty() {
+                            return Ok(Vec::new());
+                        }
+                        Ok(sqlx::query(
+                            "WITH gone AS (
+                                DELETE FROM repository_blobs rb
+                                WHERE rb.repo = $1 AND rb.digest = ANY($2::text[])
+                                  AND rb.created_at < $3
+                                  AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                                  WHERE r.repo = rb.repo
+                                                    AND r.child_digest = rb.digest
+                                                    AND r.kind <> 'manifest')
+                                RETURNING digest
+                             )
+                             SELECT g.digest, b.size FROM gone g JOIN blobs b ON b.digest = g.digest",
+                        )
+                        .bind(repo.as_str())
+                        .bind(locked)
+                        .bind(linked_before)
+                        .fetch_all(&mut *tx)
+                        .await?)
+            })
+            .await?;
+            for row in &rows {
+                deleted.push(rows::digest_and_size(row)?);
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn unlinked_blobs(&self, after: Option<&str>, n: u32) -> Result<Vec<(Digest, u64)>> {
+        let mut conn = self.conn().await?;
+        Sql::unlinked_blobs(&mut *conn, after, n)
+            .await
+            .map_err(|e| conn.fail(e))
+    }
+
+    async fn link_counts(&self, digests: &[Digest]) -> Result<Vec<u64>> {
+        let counts = self
+            .per_digest(
+                "SELECT (SELECT COUNT(*) FROM repository_blobs rb WHERE rb.digest = l.d)
+                 FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) ORDER BY i",
+                digests,
+            )
+            .await?;
+        Ok(counts
+            .into_iter()
+            .map(|c| c.and_then(|c| u64::try_from(c).ok()).unwrap_or_default())
+            .collect())
+    }
+
+    async fn delete_blobs_if_unlinked(&self, digests: &[Digest]) -> Result<Vec<(Digest, u64)>> {
+        const SQL: &str = "
+            WITH gone AS (
+                DELETE FROM blobs b WHERE b.digest = ANY($1::text[])
+                  AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+                RETURNING digest, size
+            ), marked AS (
+                INSERT INTO blob_deletions (digest, bytes_deleted, at)
+                SELECT digest, FALSE, $2 FROM gone
+                ON CONFLICT (digest) DO UPDATE SET bytes_deleted = FALSE, at = excluded.at
+            )
+            SELECT digest, size FROM gone";
+        let delete = async |list: Vec<&str>| {
+            retry(self.retries, || async {
+                let mut conn = self.conn().await?;
+                let rows = sqlx::query(SQL)
+                    .bind(&list)
+                    .bind(now_millis())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| conn.fail(e))?;
+                rows.iter()
+                    .map(|row| Ok(rows::digest_and_size(row)?))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await
+        };
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(super::GC_BATCH) {
+            match delete(texts(batch)).await {
+                Ok(rows) => deleted.extend(rows),
+                // A link made meanwhile (its foreign key then refuses the delete):
+                // one at a time, keeping the linked ones.
+                Err(MetadataError::ReferenceGone) => {
+                    for digest in batch {
+                        match delete(vec![digest.as_str()]).await {
+                            Ok(rows) => deleted.extend(rows),
+                            Err(MetadataError::ReferenceGone) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn quarantine_bytes(&self, digests: &[Digest]) -> Result<u64> {
+        let mut added = 0;
+        for batch in digests.chunks(super::GC_BATCH) {
+            let list = texts(batch);
+            added += retry(self.retries, || async {
+                let mut conn = self.conn().await?;
+                let done = sqlx::query(
+                    "INSERT INTO blob_deletions (digest, bytes_deleted, at)
+                     SELECT d, FALSE, $2 FROM unnest($1::text[]) AS d
+                     WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = d)
+                     ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(&list)
+                .bind(now_millis())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| conn.fail(e))?;
+                Ok(done.rows_affected())
+            })
+            .await?;
+        }
+        Ok(added)
+    }
+
+    async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>> {
+        let known = self
+            .per_digest(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.digest = l.d)
+                               OR EXISTS (SELECT 1 FROM blob_deletions x WHERE x.digest = l.d)
+                             THEN 1::bigint END
+                 FROM unnest($1::text[]) WITH ORDINALITY AS l(d, i) ORDER BY i",
+                digests,
+            )
+            .await?;
+        Ok(known.into_iter().map(|k| k.is_some()).collect())
+    }
+
+    async fn pending_byte_deletions(&self, n: u32) -> Result<Vec<Digest>> {
+        let mut conn = self.conn().await?;
+        Sql::pending_byte_deletions(&mut *conn, n)
+            .await
+            .map_err(|e| conn.fail(e))
+    }
+
+    async fn delete_bytes(&self, digests: &[Digest], bytes: &dyn BlobBytes) -> Result<Vec<Digest>> {
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(32) {
+            let list = texts(batch);
+            let list = &list;
+            // Each digest's exclusive bytes lock is held from the check to the mark:
+            // a link of one of them (which takes it shared) comes wholly before or
+            // after, and after, it finds the deletion done and checks the bytes.
+            let done = in_transaction!(self, |tx| {
+                lock_blob_bytes(tx, list).await?;
+                // A deletion recorded for bytes whose row is back (recorded
+                // while a link was committing) is void.
+                sqlx::query(
+                    "DELETE FROM blob_deletions d
+                             WHERE d.digest = ANY($1::text[]) AND NOT d.bytes_deleted
+                               AND EXISTS (SELECT 1 FROM blobs b WHERE b.digest = d.digest)",
+                )
+                .bind(list)
+                .execute(&mut *tx)
+                .await?;
+                let due: Vec<String> = sqlx::query_scalar(
+                    "SELECT digest FROM blob_deletions
+                             WHERE digest = ANY($1::text[]) AND NOT bytes_deleted",
+                )
+                .bind(list)
+                .fetch_all(&mut *tx)
+                .await?;
+                let due = due
+                    .into_iter()
+                    .map(|d| Ok(rows::digest(d)?))
+                    .collect::<Result<Vec<_>>>()?;
+                for digest in &due {
+                    bytes.delete(digest).await.map_err(MetadataError::Bytes)?;
+                }
+                sqlx::query(
+                    "UPDATE blob_deletions SET bytes_deleted = TRUE, at = $2
+                             WHERE digest = ANY($1::text[])",
+                )
+                .bind(texts(&due))
+                .bind(now_millis())
+                .execute(&mut *tx)
+                .await?;
+                Ok(due)
+            })
+            .await?;
+            deleted.extend(done);
+        }
+        Ok(deleted)
+    }
+
+    async fn forget_byte_deletions(&self, before: i64) -> Result<u64> {
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::forget_byte_deletions(&mut *conn, before)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
+    }
+
+    async fn storage_usage(&self, top: u32) -> Result<StorageUsage> {
+        // One folder at a time (the others read what is folded so far): two folds
+        // of the same changes could deadlock on their rows.
+        in_transaction!(self, |tx| {
+            let folding: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, 0)")
+                .bind(lock_class::USAGE_FOLD)
+                .fetch_one(&mut *tx)
+                .await?;
+            if folding {
+                sqlx::query(
+                    "WITH moved AS (
+                            DELETE FROM storage_usage_changes
+                            RETURNING repo, blobs, blob_bytes, manifests, manifest_bytes
+                         )
+                         INSERT INTO storage_usage AS u
+                            (repo, blobs, blob_bytes, manifests, manifest_bytes)
+                         SELECT repo, SUM(blobs), SUM(blob_bytes), SUM(manifests),
+                                SUM(manifest_bytes)
+                         FROM moved GROUP BY repo
+                         ON CONFLICT (repo) DO UPDATE SET
+                            blobs = u.blobs + excluded.blobs,
+                            blob_bytes = u.blob_bytes + excluded.blob_bytes,
+                            manifests = u.manifests + excluded.manifests,
+                            manifest_bytes = u.manifest_bytes + excluded.manifest_bytes",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+        .await?;
+        let mut conn = self.conn().await?;
+        let usage = Sql::read_usage(&mut conn, top).await;
+        usage.map_err(|e| conn.fail(e))
+    }
+
+    async fn record_gc_run(&self, run: &GcRunRecord) -> Result<()> {
+        retry(self.retries, || async {
+            let mut conn = self.conn().await?;
+            Sql::record_gc_run(&mut *conn, run)
+                .await
+                .map_err(|e| conn.fail(e))
+        })
+        .await
+    }
+
+    async fn gc_totals(&self) -> Result<GcTotals> {
+        let mut conn = self.conn().await?;
+        Sql::gc_totals(&mut *conn).await.map_err(|e| conn.fail(e))
+    }
+}
+
 #[async_trait]
 impl MetadataStore for PostgresStore {
     #[tracing::instrument(name = "db.migrate", skip_all)]
@@ -872,6 +1391,24 @@ impl crate::metadata::suite::Inspect for PostgresStore {
             .fetch_one(&mut *self.conn().await.expect("a connection"))
             .await
             .expect("count manifest references")
+    }
+
+    fn orders_collectors(&self) -> bool {
+        true
+    }
+
+    async fn backdate(&self, repo: &str, at: i64) {
+        for sql in [
+            "UPDATE manifests SET pushed_at = $2 WHERE repo = $1",
+            "UPDATE repository_blobs SET created_at = $2 WHERE repo = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(repo)
+                .bind(at)
+                .execute(&mut *self.conn().await.expect("a connection"))
+                .await
+                .expect("backdate");
+        }
     }
 
     async fn analyze(&self) {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::digest::Digest;
 use crate::metadata::{
-    ManifestRecord, PackSummaryRecord, PackVersionRecord, Page, Referrer, UploadRecord,
+    ManifestRecord, PackSummaryRecord, PackVersionRecord, Page, Referrer, UploadRecord, UsageRecord,
 };
 use crate::names::{RepoName, Tag};
 use crate::storage::PartInfo;
@@ -28,7 +28,7 @@ pub(super) const UPLOAD_COLUMNS: &str =
 
 /// The columns of a pack version, as [`pack_version`] reads them and in the order
 /// `Shared::put_pack_version` binds them.
-pub(super) const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, \
+pub(crate) const PACK_VERSION_COLUMNS: &str = "pack_id, version, sort_key, prerelease, type, \
     name, description, author, search_text, repository, tag, manifest_digest, content_digest, \
     content_media_type, size, published_at, dependencies, members, metadata";
 
@@ -91,6 +91,24 @@ pub(super) fn digest(s: String) -> sqlx::Result<Digest> {
 /// A stored size or offset (never negative: written from a `u64`).
 pub(super) fn size(n: i64) -> sqlx::Result<u64> {
     u64::try_from(n).map_err(corrupt)
+}
+
+/// A `digest, size` row.
+pub(super) fn digest_and_size(row: &impl Columns) -> sqlx::Result<(Digest, u64)> {
+    Ok((digest(row.text("digest")?)?, size(row.int("size")?)?))
+}
+
+/// A `storage_usage` row. A figure the changes took below zero (they never should)
+/// reads as zero.
+pub(super) fn usage(row: &impl Columns) -> sqlx::Result<UsageRecord> {
+    let n = |name: &str| row.int(name).map(|v| u64::try_from(v).unwrap_or(0));
+    Ok(UsageRecord {
+        repo: row.text("repo")?,
+        blobs: n("blobs")?,
+        blob_bytes: n("blob_bytes")?,
+        manifests: n("manifests")?,
+        manifest_bytes: n("manifest_bytes")?,
+    })
 }
 
 /// The first `n` of `items` (read `n + 1` at most), and whether more followed.

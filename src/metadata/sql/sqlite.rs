@@ -14,7 +14,7 @@ use sqlx::{Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::retry;
-use super::rows::{self, PACK_SUMMARY_COLUMNS};
+use super::rows::{self, Columns, PACK_SUMMARY_COLUMNS};
 use crate::digest::Digest;
 use crate::metadata::*;
 use crate::names::{RepoName, Tag};
@@ -30,6 +30,16 @@ pub(super) fn busy(e: &dyn DatabaseError) -> bool {
     e.try_downcast_ref::<SqliteError>()
         .and_then(|e| e.code()?.parse::<i32>().ok())
         .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Whether `e` is SQLite refusing a row whose reference is gone (see
+/// [`MetadataError::ReferenceGone`]): `SQLITE_CONSTRAINT_FOREIGNKEY` (787), or
+/// `SQLITE_CONSTRAINT_TRIGGER` (1811), the `RAISE(ABORT)` of the
+/// `manifest_reference_target` trigger, the only trigger that raises.
+pub(super) fn reference_gone(e: &dyn DatabaseError) -> bool {
+    e.try_downcast_ref::<SqliteError>()
+        .and_then(|e| e.code()?.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code, 787 | 1811))
 }
 
 /// Metadata in a SQLite database file.
@@ -145,6 +155,21 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// The integer the query (`?1` a JSON array of `digests`) finds for each digest,
+    /// `None` where it finds none, in the list's order, from the writer (what a
+    /// collection just wrote must be seen).
+    async fn per_digest(&self, sql: &str, digests: &[Digest]) -> Result<Vec<Option<i64>>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(sql)
+            .bind(digest_list(digests))
+            .fetch_all(&self.writer)
+            .await?)
+    }
+}
+
 /// Ends `tx` as `done` says: committed after success, rolled back after a failure.
 /// Rolled back here rather than when the writer is next used (what dropping a sqlx
 /// transaction does): until then the database's write lock stays taken, and other
@@ -167,11 +192,17 @@ async fn finish<T>(tx: sqlx::Transaction<'_, Sqlite>, done: Result<T>) -> Result
 #[async_trait]
 impl BlobIndex for SqliteStore {
     #[tracing::instrument(name = "db.link_blob", skip_all)]
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        bytes: &dyn BlobBytes,
+    ) -> Result<()> {
         retry(self.retries, || async {
             let mut tx = self.begin_write().await?;
-            let linked = Sql::link_blob(&mut tx, repo, digest, size, now_millis()).await;
-            finish(tx, linked.map_err(Into::into)).await
+            let linked = Sql::link_blob(&mut tx, repo, digest, size, now_millis(), bytes).await;
+            finish(tx, linked).await
         })
         .await
     }
@@ -211,11 +242,11 @@ const PUT_MANIFEST_SQL: &str = "INSERT INTO repositories (name, created_at)
          VALUES (?1 ->> '$.repo', ?1 ->> '$.now') ON CONFLICT DO NOTHING;
 
          INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest,
-                                annotations, size, body, created_at)
+                                annotations, size, body, created_at, pushed_at)
          VALUES (?1 ->> '$.repo', ?1 ->> '$.digest', ?1 ->> '$.media_type',
                  ?1 ->> '$.artifact_type', ?1 ->> '$.subject', ?1 ->> '$.annotations',
-                 ?1 ->> '$.size', ?2, ?1 ->> '$.created_at')
-         ON CONFLICT DO NOTHING;
+                 ?1 ->> '$.size', ?2, ?1 ->> '$.created_at', ?1 ->> '$.now')
+         ON CONFLICT (repo, digest) DO UPDATE SET pushed_at = excluded.pushed_at;
 
          INSERT INTO manifest_references (repo, manifest, child_digest, kind)
          SELECT ?1 ->> '$.repo', ?1 ->> '$.digest', r.value ->> 0, r.value ->> 1
@@ -455,6 +486,7 @@ impl PackIndex for SqliteStore {
         p: &PackVersionRecord,
         create_only: bool,
         link: &[(Digest, u64)],
+        bytes: &dyn BlobBytes,
         immutable: &[Tag],
     ) -> Result<()> {
         // One writer, holding the write lock from the start: the checks below and the
@@ -467,7 +499,7 @@ impl PackIndex for SqliteStore {
                 }
                 let now = now_millis();
                 for (digest, size) in link {
-                    Sql::link_blob(&mut *tx, repo, digest, *size, now).await?;
+                    Sql::link_blob(&mut tx, repo, digest, *size, now, bytes).await?;
                 }
                 put_manifest_in(&mut tx, repo, m, references, tags, immutable).await?;
                 Ok(Sql::put_pack_version(&mut *tx, p).await?)
@@ -623,6 +655,312 @@ impl UploadIndex for SqliteStore {
     }
 }
 
+/// A JSON array of `digests`, as the `json_each` of this dialect's list statements
+/// reads it.
+fn digest_list(digests: &[Digest]) -> String {
+    serde_json::Value::from(digests.iter().map(Digest::as_str).collect::<Vec<_>>()).to_string()
+}
+
+// Garbage collection. Every delete is one statement (or one transaction) on the one
+// writer: it re-checks its condition with no push able to interleave.
+#[async_trait]
+impl CollectIndex for SqliteStore {
+    async fn collector_lock(&self, _wait: bool) -> Result<Option<CollectorLock>> {
+        Ok(Some(CollectorLock::none()))
+    }
+
+    async fn repositories_after(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
+        Ok(Sql::list_repositories(&self.reader, last, n).await?.items)
+    }
+
+    async fn repository_graph(&self, repo: &RepoName) -> Result<RepositoryGraph> {
+        // One read transaction: the five reads see one moment.
+        let mut tx = self.reader.begin().await?;
+        let graph = Sql::repository_graph(&mut tx, repo).await?;
+        tx.commit().await?;
+        Ok(graph)
+    }
+
+    async fn delete_manifests_if_unreachable(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        pushed_before: i64,
+        keep_orphaned_referrers: bool,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(super::GC_BATCH) {
+            let list = digest_list(batch);
+            let rows = retry(self.retries, || async {
+                Ok(sqlx::query(
+                    "DELETE FROM manifests AS m
+                     WHERE m.repo = $1 AND m.digest IN (SELECT value FROM json_each($2))
+                       AND m.pushed_at < $3
+                       AND NOT EXISTS (SELECT 1 FROM tags t
+                                       WHERE t.repo = m.repo AND t.manifest_digest = m.digest)
+                       AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                       WHERE r.repo = m.repo AND r.child_digest = m.digest
+                                         AND r.kind = 'manifest')
+                       AND (m.subject_digest IS NULL
+                            OR (NOT $4 AND NOT EXISTS (SELECT 1 FROM manifests s
+                                WHERE s.repo = m.repo AND s.digest = m.subject_digest)))
+                     RETURNING digest, size",
+                )
+                .bind(repo.as_str())
+                .bind(&list)
+                .bind(pushed_before)
+                .bind(keep_orphaned_referrers)
+                .fetch_all(&self.writer)
+                .await?)
+            })
+            .await?;
+            for row in &rows {
+                deleted.push(rows::digest_and_size(row)?);
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_links_if_unreferenced(
+        &self,
+        repo: &RepoName,
+        digests: &[Digest],
+        linked_before: i64,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(super::GC_BATCH) {
+            let list = digest_list(batch);
+            let rows = retry(self.retries, || async {
+                let mut tx = self.begin_write().await?;
+                let done = async {
+                    let sizes = sqlx::query(
+                        "SELECT digest, size FROM blobs
+                         WHERE digest IN (SELECT value FROM json_each($1))",
+                    )
+                    .bind(&list)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let gone = sqlx::query(
+                        "DELETE FROM repository_blobs AS rb
+                         WHERE rb.repo = $1 AND rb.digest IN (SELECT value FROM json_each($2))
+                           AND rb.created_at < $3
+                           AND NOT EXISTS (SELECT 1 FROM manifest_references r
+                                           WHERE r.repo = rb.repo AND r.child_digest = rb.digest
+                                             AND r.kind <> 'manifest')
+                         RETURNING digest",
+                    )
+                    .bind(repo.as_str())
+                    .bind(&list)
+                    .bind(linked_before)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    Ok::<_, MetadataError>((sizes, gone))
+                }
+                .await;
+                finish(tx, done).await
+            })
+            .await?;
+            let (sizes, gone) = rows;
+            let sizes: std::collections::HashMap<Digest, u64> = sizes
+                .iter()
+                .map(rows::digest_and_size)
+                .collect::<sqlx::Result<_>>()?;
+            for row in &gone {
+                let digest = rows::digest(row.text("digest")?)?;
+                let size = sizes.get(&digest).copied().unwrap_or_default();
+                deleted.push((digest, size));
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn unlinked_blobs(&self, after: Option<&str>, n: u32) -> Result<Vec<(Digest, u64)>> {
+        Ok(Sql::unlinked_blobs(&self.reader, after, n).await?)
+    }
+
+    async fn link_counts(&self, digests: &[Digest]) -> Result<Vec<u64>> {
+        let counts = self
+            .per_digest(
+                "SELECT (SELECT COUNT(*) FROM repository_blobs rb WHERE rb.digest = l.value)
+                 FROM json_each(?1) l ORDER BY l.key",
+                digests,
+            )
+            .await?;
+        Ok(counts
+            .into_iter()
+            .map(|c| c.and_then(|c| u64::try_from(c).ok()).unwrap_or_default())
+            .collect())
+    }
+
+    async fn delete_blobs_if_unlinked(&self, digests: &[Digest]) -> Result<Vec<(Digest, u64)>> {
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(super::GC_BATCH) {
+            let list = digest_list(batch);
+            let rows = retry(self.retries, || async {
+                let mut tx = self.begin_write().await?;
+                let done = async {
+                    let gone = sqlx::query(
+                        "DELETE FROM blobs AS b
+                         WHERE b.digest IN (SELECT value FROM json_each($1))
+                           AND NOT EXISTS (SELECT 1 FROM repository_blobs rb
+                                           WHERE rb.digest = b.digest)
+                         RETURNING digest, size",
+                    )
+                    .bind(&list)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for row in &gone {
+                        sqlx::query(
+                            "INSERT INTO blob_deletions (digest, bytes_deleted, at)
+                             VALUES ($1, FALSE, $2)
+                             ON CONFLICT (digest) DO UPDATE SET bytes_deleted = FALSE,
+                                                                at = excluded.at",
+                        )
+                        .bind(row.text("digest")?)
+                        .bind(now_millis())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Ok::<_, MetadataError>(gone)
+                }
+                .await;
+                finish(tx, done).await
+            })
+            .await?;
+            for row in &rows {
+                deleted.push(rows::digest_and_size(row)?);
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn quarantine_bytes(&self, digests: &[Digest]) -> Result<u64> {
+        let mut added = 0;
+        for batch in digests.chunks(super::GC_BATCH) {
+            let list = digest_list(batch);
+            added += retry(self.retries, || async {
+                let done = sqlx::query(
+                    "INSERT INTO blob_deletions (digest, bytes_deleted, at)
+                     SELECT l.value, FALSE, $2 FROM json_each($1) l
+                     WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = l.value)
+                     ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(&list)
+                .bind(now_millis())
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected())
+            })
+            .await?;
+        }
+        Ok(added)
+    }
+
+    async fn blobs_known(&self, digests: &[Digest]) -> Result<Vec<bool>> {
+        let known = self
+            .per_digest(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.digest = l.value)
+                               OR EXISTS (SELECT 1 FROM blob_deletions d
+                                          WHERE d.digest = l.value)
+                             THEN 1 END
+                 FROM json_each(?1) l ORDER BY l.key",
+                digests,
+            )
+            .await?;
+        Ok(known.into_iter().map(|k| k.is_some()).collect())
+    }
+
+    async fn pending_byte_deletions(&self, n: u32) -> Result<Vec<Digest>> {
+        Ok(Sql::pending_byte_deletions(&self.writer, n).await?)
+    }
+
+    async fn delete_bytes(&self, digests: &[Digest], bytes: &dyn BlobBytes) -> Result<Vec<Digest>> {
+        let mut deleted = Vec::new();
+        for batch in digests.chunks(32) {
+            let list = digest_list(batch);
+            // The write lock is held from the check to the mark: no link of these
+            // digests can commit in between (see `Shared::link_blob`).
+            let done = retry(self.retries, || async {
+                let mut tx = self.begin_write().await?;
+                let done = async {
+                    let due = sqlx::query(
+                        "SELECT d.digest FROM blob_deletions d
+                         WHERE d.digest IN (SELECT value FROM json_each($1))
+                           AND NOT d.bytes_deleted
+                           AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = d.digest)",
+                    )
+                    .bind(&list)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|row| rows::digest(row.text("digest")?))
+                    .collect::<sqlx::Result<Vec<_>>>()?;
+                    for digest in &due {
+                        bytes.delete(digest).await.map_err(MetadataError::Bytes)?;
+                        sqlx::query(
+                            "UPDATE blob_deletions SET bytes_deleted = TRUE, at = $2
+                             WHERE digest = $1",
+                        )
+                        .bind(digest.as_str())
+                        .bind(now_millis())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Ok::<_, MetadataError>(due)
+                }
+                .await;
+                finish(tx, done).await
+            })
+            .await?;
+            deleted.extend(done);
+        }
+        Ok(deleted)
+    }
+
+    async fn forget_byte_deletions(&self, before: i64) -> Result<u64> {
+        retry(self.retries, || async {
+            Ok(Sql::forget_byte_deletions(&self.writer, before).await?)
+        })
+        .await
+    }
+
+    async fn storage_usage(&self, top: u32) -> Result<StorageUsage> {
+        retry(self.retries, || async {
+            let mut tx = self.begin_write().await?;
+            let folded = sqlx::query(
+                "INSERT INTO storage_usage (repo, blobs, blob_bytes, manifests, manifest_bytes)
+                 SELECT repo, SUM(blobs), SUM(blob_bytes), SUM(manifests), SUM(manifest_bytes)
+                 FROM storage_usage_changes WHERE true GROUP BY repo
+                 ON CONFLICT (repo) DO UPDATE SET
+                    blobs = blobs + excluded.blobs,
+                    blob_bytes = blob_bytes + excluded.blob_bytes,
+                    manifests = manifests + excluded.manifests,
+                    manifest_bytes = manifest_bytes + excluded.manifest_bytes;
+                 DELETE FROM storage_usage_changes;",
+            )
+            .execute(&mut *tx)
+            .await
+            .map(drop)
+            .map_err(MetadataError::from);
+            finish(tx, folded).await
+        })
+        .await?;
+        let mut conn = self.reader.acquire().await?;
+        Ok(Sql::read_usage(&mut conn, top).await?)
+    }
+
+    async fn record_gc_run(&self, run: &GcRunRecord) -> Result<()> {
+        retry(self.retries, || async {
+            Ok(Sql::record_gc_run(&self.writer, run).await?)
+        })
+        .await
+    }
+
+    async fn gc_totals(&self) -> Result<GcTotals> {
+        Ok(Sql::gc_totals(&self.reader).await?)
+    }
+}
+
 #[async_trait]
 impl MetadataStore for SqliteStore {
     #[tracing::instrument(name = "db.migrate", skip_all)]
@@ -661,6 +999,24 @@ impl crate::metadata::suite::Inspect for SqliteStore {
             .fetch_one(&self.writer)
             .await
             .expect("count manifest references")
+    }
+
+    fn orders_collectors(&self) -> bool {
+        false
+    }
+
+    async fn backdate(&self, repo: &str, at: i64) {
+        for sql in [
+            "UPDATE manifests SET pushed_at = $2 WHERE repo = $1",
+            "UPDATE repository_blobs SET created_at = $2 WHERE repo = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(repo)
+                .bind(at)
+                .execute(&self.writer)
+                .await
+                .expect("backdate");
+        }
     }
 
     async fn analyze(&self) {

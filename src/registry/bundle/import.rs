@@ -708,7 +708,9 @@ impl Registry {
                     self.commit_staged(s).await?;
                     report.bytes_added += blob.size;
                 }
-                self.meta.link_blob(&p.repo, d, blob.size).await?;
+                self.meta
+                    .link_blob(&p.repo, d, blob.size, &self.bytes())
+                    .await?;
             }
             report.blobs_added += p.links_new.len();
             report.blobs_present += node.blobs.len() - p.links_new.len();

@@ -202,6 +202,7 @@ impl Registry {
                 "storage wrote {written} bytes of a {config_len}-byte pack config"
             )));
         }
+        self.journal_push(repo, &checked.record, &tags).await?;
         // ...then links, manifest, tag and index row in one transaction.
         let immutable = self.immutable_tags(repo, &tags);
         let stored = self
@@ -214,6 +215,7 @@ impl Registry {
                 &record,
                 true,
                 &link,
+                &self.bytes(),
                 &immutable,
             )
             .await;

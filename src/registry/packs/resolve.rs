@@ -262,9 +262,15 @@ impl Registry {
         let Some(v) = parse_version(version) else {
             return Ok(false);
         };
-        Ok(self
+        let Some(record) = self.meta.get_pack_version(pack_id, &v.to_string()).await? else {
+            return Ok(false);
+        };
+        let deleted = self
             .meta
             .delete_pack_version(pack_id, &v.to_string())
-            .await?)
+            .await?;
+        self.journal_untag(&record.repository, record.tag.as_str())
+            .await?;
+        Ok(deleted)
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey, UploadGuard};
+use super::{BlobStore, ByteStream, PartInfo, StorageError, StorageKey, StoredBlob, UploadGuard};
 use crate::digest::Digest;
 
 /// Name of an upload's data file in its directory.
@@ -243,6 +243,73 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StorageError> {
+        let root = self.root.join("blobs");
+        let after = after.map(|d| (d.algorithm().as_str().to_owned(), d.hex().to_owned()));
+        blocking(move || list_blob_files(&root, after.as_ref(), limit)).await
+    }
+
+    async fn put_record(&self, name: &str, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        let path = self.path(&StorageKey::Record(name.to_owned()));
+        blocking(move || {
+            let dir = path.parent().expect("a record has a folder");
+            std::fs::create_dir_all(dir)?;
+            // Written aside, then renamed over: a reader sees the old or the new.
+            let temporary = dir.join(format!(".{}.tmp", Uuid::new_v4().simple()));
+            std::fs::write(&temporary, &bytes)?;
+            std::fs::rename(&temporary, &path)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_record(&self, name: &str) -> Result<Option<bytes::Bytes>, StorageError> {
+        match tokio::fs::read(self.path(&StorageKey::Record(name.to_owned()))).await {
+            Ok(bytes) => Ok(Some(bytes.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_record(&self, name: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path(&StorageKey::Record(name.to_owned()))).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let records = self.root.join("records");
+        let start = records.join(prefix.trim_end_matches('/'));
+        blocking(move || {
+            let mut names = Vec::new();
+            let mut todo = vec![start];
+            while let Some(dir) = todo.pop() {
+                for name in sorted_names(&dir)? {
+                    if name.starts_with('.') {
+                        continue; // a record being written
+                    }
+                    let path = dir.join(&name);
+                    if path.is_dir() {
+                        todo.push(path);
+                    } else if let Ok(relative) = path.strip_prefix(&records)
+                        && let Some(relative) = relative.to_str()
+                    {
+                        names.push(relative.to_owned());
+                    }
+                }
+            }
+            names.sort_unstable();
+            Ok(names)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StorageError> {
         // A name of its own, so that concurrent probes do not remove each other's file.
         let probe = self
@@ -256,6 +323,68 @@ impl BlobStore for FsBlobStore {
         })
         .await
     }
+}
+
+/// The names in `dir`, sorted; none when it does not exist.
+fn sorted_names(dir: &Path) -> Result<Vec<String>, StorageError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        if let Some(name) = entry?.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// [`BlobStore::list_blobs`] over `blobs/<algorithm>/<2 hex>/<hex>` under `root`,
+/// after `(algorithm, hex)`.
+fn list_blob_files(
+    root: &Path,
+    after: Option<&(String, String)>,
+    limit: usize,
+) -> Result<Vec<StoredBlob>, StorageError> {
+    let mut found = Vec::new();
+    for algorithm in sorted_names(root)? {
+        if after.is_some_and(|(a, _)| algorithm.as_str() < a.as_str()) {
+            continue;
+        }
+        let same_algorithm = after.filter(|(a, _)| *a == algorithm);
+        for prefix in sorted_names(&root.join(&algorithm))? {
+            if same_algorithm.is_some_and(|(_, hex)| prefix.as_str() < &hex[..2]) {
+                continue;
+            }
+            let dir = root.join(&algorithm).join(&prefix);
+            for hex in sorted_names(&dir)? {
+                if same_algorithm.is_some_and(|(_, after)| hex.as_str() <= after.as_str()) {
+                    continue;
+                }
+                let Ok(digest) = Digest::parse(&format!("{algorithm}:{hex}")) else {
+                    continue; // not a blob's key
+                };
+                let meta = match std::fs::metadata(dir.join(&hex)) {
+                    Ok(meta) => meta,
+                    // Deleted since the directory was read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                found.push(StoredBlob {
+                    digest,
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                });
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
