@@ -66,13 +66,13 @@ const SQLITE: &[(i64, &str, &str)] = &[
     ),
     (
         6,
-        "garbage collection",
-        include_str!("../../migrations/sqlite/0006_garbage_collection.sql"),
+        "immutable tags",
+        include_str!("../../migrations/sqlite/0006_immutable_tags.sql"),
     ),
     (
         7,
-        "immutable tags",
-        include_str!("../../migrations/sqlite/0007_immutable_tags.sql"),
+        "garbage collection",
+        include_str!("../../migrations/sqlite/0007_garbage_collection.sql"),
     ),
 ];
 
@@ -105,13 +105,13 @@ const POSTGRES: &[(i64, &str, &str)] = &[
     ),
     (
         6,
-        "garbage collection",
-        include_str!("../../migrations/postgres/0006_garbage_collection.sql"),
+        "immutable tags",
+        include_str!("../../migrations/postgres/0006_immutable_tags.sql"),
     ),
     (
         7,
-        "immutable tags",
-        include_str!("../../migrations/postgres/0007_immutable_tags.sql"),
+        "garbage collection",
+        include_str!("../../migrations/postgres/0007_garbage_collection.sql"),
     ),
 ];
 
@@ -144,5 +144,43 @@ mod tests {
         let versions = |m: &[(i64, &str, &str)]| m.iter().map(|m| m.0).collect::<Vec<_>>();
         assert_eq!(versions(SQLITE), versions(POSTGRES));
         assert!(versions(SQLITE).is_sorted());
+    }
+
+    /// A migration that has landed never changes: a database that ran it records its
+    /// checksum, and sqlx refuses to start against an edited or renumbered one. New
+    /// schema goes into a new version; add its sum here when it lands.
+    #[test]
+    fn landed_migrations_never_change() {
+        use sha2::{Digest, Sha256};
+        let sums = |m: &[(i64, &str, &str)]| {
+            m.iter()
+                .map(|m| {
+                    Sha256::digest(m.2.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let sqlite = [
+            "ef615be2763281b9cb73831b16771aaab43fdca655deb19ee482a7180a689516",
+            "9c6f807337dc9cd776911efdea11998acc67359517e79c0c50206b216ff33c34",
+            "e766c9dcafd3763227e0bd57be2dd6ed63a2bb002c5257d0f8f3387275d58559",
+            "af001d40eeeeebd20af85930977847ae7cc0269ca78ab75a0a37f12f3c4a59ac",
+            "fa2e7479cf037c0bb341e4043905314e2916820dfe28097d6f6e3dd7abdb5120",
+            "6ac6a1709dd91608c3ff7777908f1e05cc2efc521e53a422e3554983e1fccf18",
+            "21a76e237d0703d217e7462f5f81ff0d1eb49894d661a136f29485b9cba8e8a3",
+        ];
+        let postgres = [
+            "df8cfd0b59896b5db17d057a22de95990cc764c19f320c3111e1131f3647c076",
+            "0155399f91239f29db51643b1c24ac9165c8e08f4a069a620dc73694c22c6095",
+            "eebdc29d89f7c0ff060557faa15110b7bea744df8b489f0057f3ae894387469b",
+            "7af9522caf0baf88d651930fef4ffc2ecb29fc3249c2f92e1f45aafab03ca39b",
+            "b534377120def8e37f0939b18029009dcdaf26d64c051805e3c6df1a95f72487",
+            "26926c0edb85a8ac5950c7387e96447bfb0c227c1d8f04e4f52dbe464af87cf1",
+            "ec4853862d647aa4a71e1ffa1e66d6246fc2fdafccde40f29c5c2be454fcebac",
+        ];
+        assert_eq!(sums(SQLITE)[..sqlite.len()], sqlite);
+        assert_eq!(sums(POSTGRES)[..postgres.len()], postgres);
     }
 }

@@ -28,7 +28,7 @@ pub(super) fn busy(e: &dyn DatabaseError) -> bool {
 
 /// Whether `e` is PostgreSQL refusing a row whose reference is gone (see
 /// [`MetadataError::ReferenceGone`]): a foreign key violation (23503), or `PKREF`,
-/// raised by the `manifest_reference_target` trigger (migration 6).
+/// raised by the `manifest_reference_target` trigger (migration 7).
 pub(super) fn reference_gone(e: &dyn DatabaseError) -> bool {
     e.try_downcast_ref::<PgDatabaseError>()
         .is_some_and(|e| matches!(e.code(), "23503" | "PKREF"))
@@ -429,7 +429,7 @@ impl BlobIndex for PostgresStore {
 /// deleted between this statement's snapshot and its update is neither). A tag moved
 /// away from a pack's manifest no longer names that pack version: a trigger on `tags`
 /// deletes its row (migration 4). Tags in `$15` are marked immutable;
-/// moving a marked one fails the statement (migration 7).
+/// moving a marked one fails the statement (migration 6).
 const PUT_MANIFEST_SQL: &str = "
     WITH repo AS (
         INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING

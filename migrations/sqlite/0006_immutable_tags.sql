@@ -1,4 +1,4 @@
--- SQLite dialect, version 7. Keep in step with migrations/postgres.
+-- SQLite dialect, version 6. Keep in step with migrations/postgres.
 --
 -- Immutable tags: a tag written with `immutable` set (a pack version's tag, in a
 -- repository `tags.immutable` covers) never moves to another manifest. The trigger

@@ -1,4 +1,4 @@
--- PostgreSQL dialect, version 6. Keep in step with migrations/sqlite.
+-- PostgreSQL dialect, version 7. Keep in step with migrations/sqlite.
 --
 -- What online garbage collection needs (src/registry/gc.rs):
 --

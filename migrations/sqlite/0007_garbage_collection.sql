@@ -1,4 +1,4 @@
--- SQLite dialect, version 6. Keep in step with migrations/postgres, whose version 6
+-- SQLite dialect, version 7. Keep in step with migrations/postgres, whose version 7
 -- says what each part is for. Here the database's single writer orders a manifest
 -- push and the collector's deletes, so the reference check is a plain trigger (its
 -- RAISE is SQLITE_CONSTRAINT_TRIGGER), and nothing needs locking.
