@@ -76,6 +76,46 @@ impl Default for BundleLimits {
     }
 }
 
+/// Reads a whole archive the way an import does (layout files, every blob's bytes,
+/// every refusal), without staging anything, and returns the uncompressed bytes read.
+/// The entry point of the `bundle_archive` fuzz target.
+#[doc(hidden)]
+pub fn read_archive(data: Vec<u8>, limits: &BundleLimits) -> crate::registry::Result<u64> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let limits = limits.clone();
+    let reader = std::thread::spawn(move || {
+        archive::read(
+            Box::new(std::io::Cursor::new(data)),
+            &limits,
+            4 * 1024 * 1024,
+            &tx,
+        )
+    });
+    let mut read = Err(crate::registry::Error::Body(
+        "the archive reader stopped without an end".into(),
+    ));
+    while let Some(event) = rx.blocking_recv() {
+        match event {
+            Ok(archive::Event::Blob { mut data, .. }) => {
+                while let Some(chunk) = data.blocking_recv() {
+                    if chunk.is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok(archive::Event::End { bytes }) => read = Ok(bytes),
+            Ok(archive::Event::Layout(_) | archive::Event::Index(_)) => {}
+            Err(e) => {
+                read = Err(e);
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let _ = reader.join();
+    read
+}
+
 /// One pack of a bundle, as `bundle verify` lists it and an import reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
