@@ -381,3 +381,31 @@ def test_garbage_collection_and_retention_render_and_pass_config_check(registry_
     path.write_text(text)
     done = run([str(registry_bin), "config", "check", str(path)], env={"PATH": os.environ["PATH"]})
     assert done.returncode == 0, done.stderr + "\n" + text
+
+
+def test_background_work_telemetry_and_tags_reach_the_configuration():
+    values = deep_merge(load_values("production"), {"config": {
+        "gc": {"interval_secs": 600, "grace_secs": 7200},
+        "retention": [{"pack_type": "policy", "keep_newest": 5, "protect": ["1.*"]}],
+        "tags": {"immutable": ["packs/"]},
+        "telemetry": {"otlp_endpoint": "http://collector:4317", "otlp_protocol": "grpc"},
+    }})
+    config = tomllib.loads(config_toml(render_objects(values)))
+    assert config["gc"] == {"interval_secs": 600, "grace_secs": 7200}
+    assert config["retention"] == [{"pack_type": "policy", "keep_newest": 5, "protect": ["1.*"]}]
+    assert config["tags"]["immutable"] == ["packs/"]
+    assert config["telemetry"] == {"otlp_endpoint": "http://collector:4317", "otlp_protocol": "grpc"}
+
+
+def test_metrics_on_a_port_of_their_own():
+    values = deep_merge(load_values("production"), {"metrics": {"port": 9090}})
+    objects = render_objects(values)
+    config = tomllib.loads(config_toml(objects))
+    assert config["telemetry"]["metrics_listen"] == "0.0.0.0:9090"
+    container = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    service = find(objects, "Service")
+    assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in service["spec"]["ports"]
+    assert find(objects, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
+    # The main port's Service and the Ingress route only the registry.
+    assert find(render_objects(load_values("production")), "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"

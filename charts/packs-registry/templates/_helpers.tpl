@@ -82,6 +82,9 @@ owns set over it.
 {{- $_ := set $storage "backend" "fs" }}
 {{- end }}
 {{- $owned := dict "server" $server "storage" $storage "metadata" $metadata }}
+{{- if gt (int .Values.metrics.port) 0 }}
+{{- $_ := set $owned "telemetry" (dict "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port))) }}
+{{- end }}
 {{- toJson (mustMergeOverwrite $config $owned) }}
 {{- end }}
 
