@@ -15,6 +15,7 @@ pub mod config;
 pub mod digest;
 pub mod gc_cli;
 pub mod http;
+pub mod memory;
 pub mod metadata;
 pub mod names;
 pub mod registry;

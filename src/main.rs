@@ -120,13 +120,22 @@ fn init_telemetry(config: &Config, slot: &mut Option<Telemetry>) -> Result<(), S
 /// 8 MiB of free heap stays with each arena (minor faults per 4 GiB uploaded: ~300k by
 /// default, ~7-20k so; 32 MiB kept ~40 MiB more after a full regbench run), and only
 /// blocks over 4 MiB get mappings of their own.
+///
+/// Arenas are held to one per CPU (glibc's default is eight per CPU): every thread
+/// that allocates (workers, blocking threads, one per SQLite connection) otherwise
+/// ends up with an arena of its own that keeps its freed memory. Embedded server,
+/// 3-minute soak at 16 clients, idle RSS afterwards: 184 MiB by default, 152 MiB with
+/// the idle trim (`memory::spawn_trimmer`), 101 MiB with both and two arenas on 2
+/// CPUs, at the same request rate (44.3k and 44.9k requests).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {
+    let arenas = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     // SAFETY: mallopt only sets allocator parameters; called before any other thread
     // exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, i32::try_from(arenas).unwrap_or(i32::MAX));
     }
 }
 

@@ -236,6 +236,7 @@ pub async fn work(state: AppState) {
 pub async fn serve(listener: std::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let server = state.config.server.clone();
     let workers = server.worker_count();
+    crate::memory::spawn_trimmer();
     let secs = |s: u64| Duration::from_secs(s);
     let keep_alive = match server.keep_alive_secs {
         0 => KeepAlive::Disabled,

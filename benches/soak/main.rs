@@ -679,8 +679,9 @@ async fn run(opts: Opts) -> R<u64> {
             eprintln!("error: a client panicked: {e}");
         }
     }
-    // Idle a little, then the memory the servers keep once the work is over.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Idle a while (the servers give memory back after 10-20 quiet seconds), then the
+    // memory they keep once the work is over.
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let idle: Vec<_> = pids.iter().map(|&p| rss_and_fds(p)).collect();
     sampler.abort();
 
@@ -726,7 +727,7 @@ async fn run(opts: Opts) -> R<u64> {
         shared.published.lock().await.len()
     );
     for (i, (rss, fds)) in idle.iter().enumerate() {
-        println!("server {i} after 15 s idle: RSS {rss:.1} MiB, {fds} open descriptors");
+        println!("server {i} after 30 s idle: RSS {rss:.1} MiB, {fds} open descriptors");
     }
     drop(servers);
     if let Some((conn, name)) = cleanup {

@@ -408,6 +408,7 @@ pub async fn track(
     use tracing_opentelemetry::OpenTelemetrySpanExt;
 
     let start = Instant::now();
+    crate::memory::request_started();
     let metrics = req
         .app_data::<State>()
         .map(|s| s.metrics.clone())
