@@ -28,6 +28,7 @@ VALUE_SETS = {
     "default": None,
     "embedded": VALUES / "embedded.yaml",
     "production": VALUES / "production.yaml",
+    "token-tls": VALUES / "token-tls.yaml",
 }
 
 
