@@ -352,11 +352,16 @@ def readme_installs() -> list[list[str]]:
 
 def test_readme_quick_starts_render_and_validate():
     installs = readme_installs()
-    assert len(installs) == 2
+    assert len(installs) == 3
     for sets in installs:
         # One expression, as Helm joins repeated --set flags (list indexes merge).
         values = helm.parse_set_string(",".join(sets))
-        for obj in render_objects(values):
+        objects = render_objects(values)
+        if "config.auth.mode=token" in sets:
+            config = tomllib.loads(config_toml(objects))
+            assert config["auth"]["anonymous_pull"] == ["public/"]
+            assert config["server"]["tls"]["cert"].endswith("/tls.crt")
+        for obj in objects:
             if obj["apiVersion"] != "monitoring.coreos.com/v1":
                 kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
