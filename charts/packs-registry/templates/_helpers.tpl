@@ -101,7 +101,8 @@ owns set over it.
 {{- fail "config.auth.mode token needs TLS: tls.existingSecret, or config.server.behind_tls_proxy when the ingress terminates TLS" }}
 {{- end }}
 {{- end }}
-{{- $owned := dict "server" $server "storage" $storage "metadata" $metadata "auth" $auth }}
+{{- $_ := set $config "auth" (mustMergeOverwrite (default (dict) $config.auth) $auth) }}
+{{- $owned := dict "server" $server "storage" $storage "metadata" $metadata }}
 {{- toJson (mustMergeOverwrite $config $owned) }}
 {{- end }}
 
@@ -138,9 +139,7 @@ Call with (dict "table" $dict "path" "").
 {{- if ne (float64 (int64 .)) (float64 .) }}{{ fail (printf "configuration numbers are integers (got %v)" .) }}{{ end }}
 {{- int64 . }}
 {{- else if kindIs "slice" . }}[{{ range $i, $e := . }}{{ if $i }}, {{ end }}{{ include "packs-registry.tomlValue" $e }}{{ end }}]
-{{- else if kindIs "map" . }}
-{{- /* An inline table: the entries of an array of tables, such as auth.robots. */}}
-{{- $table := . }}{ {{- range $i, $key := keys $table | sortAlpha }}{{ if $i }}, {{ end }}{{ $key }} = {{ include "packs-registry.tomlValue" (index $table $key) }}{{ end -}} }
+{{- else if kindIs "map" . }}{{ $m := . }}{ {{- range $i, $k := keys $m | sortAlpha }}{{ if $i }},{{ end }} {{ $k }} = {{ include "packs-registry.tomlValue" (index $m $k) }}{{ end }} }
 {{- else }}{{ fail (printf "cannot write %v (%s) in TOML" . (kindOf .)) }}
 {{- end }}
 {{- end }}
