@@ -1,7 +1,9 @@
 //! Interoperability with a real OCI client: the `oci-client` crate pushes and pulls
 //! images and pack artifacts against the real server over plain HTTP, once with
 //! monolithic uploads and once with chunked ones, and everything pulled back is
-//! compared byte for byte with what was pushed.
+//! compared byte for byte with what was pushed. One test does the same in token mode
+//! over TLS (a test CA, trusted by the client alone): Basic credentials through the
+//! token flow, a pre-minted and attenuated bearer token, and the refusals.
 //!
 //! `oci-client` silently falls back to a monolithic push when a chunked one breaks
 //! the spec, so each test also reads the server's request counters (`/metrics`) to
@@ -13,7 +15,9 @@ use std::collections::BTreeMap;
 
 use common::*;
 use futures_util::stream;
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::client::{
+    Certificate, CertificateEncoding, ClientConfig, ClientProtocol, Config, ImageLayer,
+};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
@@ -162,17 +166,18 @@ fn pack(content_len: usize) -> (Vec<ImageLayer>, Config, OciImageManifest) {
     (layers, config, manifest)
 }
 
-/// Pulls `image` with the client and compares everything with what was pushed;
-/// returns the pulled manifest. Also checks the manifest digest three ways: the
-/// client's, the raw bytes', and the server's `Docker-Content-Digest`.
+/// Pulls `image` with the client (as `auth`) and compares everything with what was
+/// pushed; returns the pulled manifest. Also checks the manifest digest three ways:
+/// the client's, the raw bytes', and the server's `Docker-Content-Digest`.
 async fn pull_and_compare(
     s: &Server,
     c: &Client,
     image: &Reference,
     layers: &[ImageLayer],
     config: &Config,
+    auth: &RegistryAuth,
 ) -> OciImageManifest {
-    let auth = RegistryAuth::Anonymous;
+    let auth = auth.clone();
     let accepted: Vec<&str> = layers.iter().map(|l| l.media_type.as_str()).collect();
     let pulled = c.pull(image, &auth, accepted).await.expect("pull");
 
@@ -222,7 +227,15 @@ async fn pull_and_compare(
     // And the bytes the server serves are the ones the client got.
     let repo = image.repository();
     let tag = image.tag().expect("tag");
-    let r = s.get_manifest(repo, tag).await;
+    let r = s
+        .req(Method::GET, &format!("/v2/{repo}/manifests/{tag}"))
+        .header("Accept", OCI_MANIFEST);
+    let r = match &auth {
+        RegistryAuth::Anonymous => r,
+        RegistryAuth::Basic(user, password) => r.basic_auth(user, Some(password)),
+        RegistryAuth::Bearer(token) => r.bearer_auth(token),
+    };
+    let r = r.send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         header(&r, "Docker-Content-Digest").as_deref(),
@@ -269,7 +282,7 @@ async fn image_monolithic_push_then_pull() {
     assert_eq!(u.posts, 3, "one session per blob");
     assert_eq!(u.puts, 3, "one PUT with the content per blob");
 
-    pull_and_compare(&s, &c, &image, &layers, &config).await;
+    pull_and_compare(&s, &c, &image, &layers, &config, &RegistryAuth::Anonymous).await;
     let tags = c
         .list_tags(&image, &RegistryAuth::Anonymous, None, None)
         .await
@@ -312,7 +325,7 @@ async fn image_chunked_push_then_pull() {
     );
     assert_eq!(u.puts, 3, "one closing PUT per blob");
 
-    pull_and_compare(&s, &c, &image, &layers, &config).await;
+    pull_and_compare(&s, &c, &image, &layers, &config, &RegistryAuth::Anonymous).await;
 }
 
 #[tokio::test]
@@ -335,7 +348,7 @@ async fn artifact_monolithic_push_then_pull() {
     assert_eq!(u.patches, 0);
     assert_eq!((u.posts, u.puts), (2, 2));
 
-    let pulled = pull_and_compare(&s, &c, &image, &layers, &config).await;
+    let pulled = pull_and_compare(&s, &c, &image, &layers, &config, &RegistryAuth::Anonymous).await;
     assert_eq!(pulled.artifact_type.as_deref(), Some(PACK_POLICY));
     assert_eq!(
         pulled
@@ -384,7 +397,7 @@ async fn artifact_chunked_stream_push_then_pull() {
     assert_eq!(u.patches, 10 + 1, "ten content chunks and the config");
     assert_eq!(u.puts, 2);
 
-    let pulled = pull_and_compare(&s, &c, &image, &layers, &config).await;
+    let pulled = pull_and_compare(&s, &c, &image, &layers, &config, &RegistryAuth::Anonymous).await;
     assert_eq!(pulled.artifact_type.as_deref(), Some(PACK_POLICY));
 
     // The blob the stream pushed is served whole, byte for byte.
@@ -395,4 +408,240 @@ async fn artifact_chunked_stream_push_then_pull() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A 403 `DENIED` from the registry (parsed, or as the raw body of a push).
+fn denied(err: &OciDistributionError) -> bool {
+    match err {
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == oci_client::errors::OciErrorCode::Denied),
+        OciDistributionError::ServerError { code, message, .. } => {
+            *code == 403 && message.contains(r#""code":"DENIED""#)
+        }
+        _ => false,
+    }
+}
+
+/// A client over HTTPS that trusts the test CA and nothing else.
+fn tls_client(ca: &[u8]) -> Client {
+    Client::new(ClientConfig {
+        protocol: ClientProtocol::Https,
+        tls_certs_only: vec![Certificate {
+            encoding: CertificateEncoding::Pem,
+            data: ca.to_vec(),
+        }],
+        ..Default::default()
+    })
+}
+
+/// Token mode over TLS: `alice` may pull and push under `packs/` and `public/`, the
+/// robot `runner` may only pull `packs/`, anyone may pull `public/`. The certificate
+/// is signed by a CA made for the test; the client trusts that CA alone.
+#[tokio::test]
+async fn token_auth_over_tls_basic_credentials_and_a_minted_token() {
+    const ALICE: &str = "alice-password";
+    const RUNNER: &str = "runner-password";
+    let dir = tempfile::TempDir::new().unwrap();
+    let ca = TestCa::make(dir.path());
+    let root_key = dir.path().join("root.key");
+    std::fs::write(&root_key, cli(&["token", "keygen"], "")).unwrap();
+    let config = dir.path().join("registry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server.tls]
+cert = "{cert}"
+key = "{key}"
+
+[auth]
+mode = "token"
+service = "packs-registry.test"
+root_key_file = "{root_key}"
+anonymous_pull = ["public/"]
+
+[[auth.users]]
+name = "alice"
+password_hash = "{alice}"
+grants = ["packs/:pull,push", "public/:pull,push"]
+
+[[auth.robots]]
+name = "runner"
+password_hash = "{runner}"
+grants = ["packs/:pull"]
+"#,
+            cert = ca.cert.display(),
+            key = ca.key.display(),
+            root_key = root_key.display(),
+            alice = cli(&["user", "hash"], &format!("{ALICE}\n")),
+            runner = cli(&["user", "hash"], &format!("{RUNNER}\n")),
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(&["--config".as_ref(), config.as_os_str()], Some(&ca.ca_pem)).await;
+    let r = s.req(Method::GET, "/v2/").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&r, "WWW-Authenticate").as_deref(),
+        Some(
+            format!(
+                r#"Bearer realm="https://{}/token",service="packs-registry.test""#,
+                s.addr
+            )
+            .as_str()
+        )
+    );
+
+    let alice = RegistryAuth::Basic("alice".into(), ALICE.into());
+    let runner = RegistryAuth::Basic("runner".into(), RUNNER.into());
+    let image = reference(&s, "packs/team/tls-image", "1.0.0");
+    let (layers, config_blob) = image_layers();
+
+    // alice pushes through the token flow, and pulls it back.
+    let c = tls_client(&ca.ca_pem);
+    c.push(&image, &layers, config_blob.clone(), &alice, None)
+        .await
+        .expect("alice's push");
+    pull_and_compare(
+        &s,
+        &tls_client(&ca.ca_pem),
+        &image,
+        &layers,
+        &config_blob,
+        &alice,
+    )
+    .await;
+
+    // The pull-only robot pulls, and cannot push; nothing is stored.
+    pull_and_compare(
+        &s,
+        &tls_client(&ca.ca_pem),
+        &image,
+        &layers,
+        &config_blob,
+        &runner,
+    )
+    .await;
+    let refused = reference(&s, "packs/team/runner-push", "1.0.0");
+    let err = tls_client(&ca.ca_pem)
+        .push(&refused, &layers, config_blob.clone(), &runner, None)
+        .await
+        .err()
+        .expect("a pull-only robot pushed");
+    assert!(denied(&err), "{err:?}");
+    let err = tls_client(&ca.ca_pem)
+        .pull_image_manifest(&refused, &alice)
+        .await
+        .expect_err("the refused push stored a manifest");
+    assert!(format!("{err:?}").contains("ManifestUnknown"), "{err:?}");
+
+    // A wrong password gets no token, hence nothing.
+    let wrong = RegistryAuth::Basic("alice".into(), "not-alice-password".into());
+    let err = tls_client(&ca.ca_pem)
+        .pull_image_manifest(&image, &wrong)
+        .await
+        .expect_err("a wrong password pulled");
+    // (The client goes on without a token when it gets none: the registry's 401.)
+    assert!(
+        matches!(err, OciDistributionError::UnauthorizedError { .. }),
+        "{err:?}"
+    );
+
+    // Anonymous: pulls under public/ only.
+    let err = tls_client(&ca.ca_pem)
+        .pull_image_manifest(&image, &RegistryAuth::Anonymous)
+        .await
+        .expect_err("an anonymous pull under packs/");
+    assert!(
+        matches!(err, OciDistributionError::UnauthorizedError { .. }),
+        "{err:?}"
+    );
+    let public = reference(&s, "public/team/tls-image", "1.0.0");
+    tls_client(&ca.ca_pem)
+        .push(&public, &layers, config_blob.clone(), &alice, None)
+        .await
+        .expect("alice's push to public/");
+    pull_and_compare(
+        &s,
+        &tls_client(&ca.ca_pem),
+        &public,
+        &layers,
+        &config_blob,
+        &RegistryAuth::Anonymous,
+    )
+    .await;
+
+    // A TaskRunner's token, minted ahead of time and narrowed to one repository,
+    // presented directly as Bearer: it pulls that repository and nothing else.
+    let config_arg = config.to_str().unwrap();
+    let minted = cli(
+        &[
+            "token",
+            "mint",
+            "--config",
+            config_arg,
+            "--principal",
+            "taskrunner-7",
+            "--grant",
+            "packs/team/:pull",
+            "--expires",
+            "1h",
+        ],
+        "",
+    );
+    let narrowed = cli(
+        &[
+            "token",
+            "attenuate",
+            "--token",
+            "-",
+            "--repository",
+            "packs/team/tls-image",
+            "--expires",
+            "10min",
+        ],
+        &format!("{minted}\n"),
+    );
+    let bearer = RegistryAuth::Bearer(narrowed);
+    pull_and_compare(
+        &s,
+        &tls_client(&ca.ca_pem),
+        &image,
+        &layers,
+        &config_blob,
+        &bearer,
+    )
+    .await;
+    let other = reference(&s, "packs/team/other", "1.0.0");
+    tls_client(&ca.ca_pem)
+        .push(&other, &layers, config_blob.clone(), &alice, None)
+        .await
+        .expect("alice's push of another repository");
+    let err = tls_client(&ca.ca_pem)
+        .pull_image_manifest(&other, &bearer)
+        .await
+        .expect_err("the narrowed token pulled another repository");
+    assert!(denied(&err), "{err:?}");
+    let err = tls_client(&ca.ca_pem)
+        .push(&refused, &layers, config_blob.clone(), &bearer, None)
+        .await
+        .err()
+        .expect("a pull token pushed");
+    assert!(denied(&err), "{err:?}");
+
+    // Without the test CA the client refuses the certificate.
+    let untrusted = Client::new(ClientConfig {
+        protocol: ClientProtocol::Https,
+        ..Default::default()
+    });
+    let err = untrusted
+        .pull_image_manifest(&image, &alice)
+        .await
+        .expect_err("a client without the CA connected");
+    assert!(
+        format!("{err:?}").to_lowercase().contains("certificate"),
+        "{err:?}"
+    );
 }

@@ -246,7 +246,20 @@ async fn a_pull_needs_a_grant_and_the_challenge_names_it() {
           ]
         }
     "#);
-    assert!(r.header("www-authenticate").is_none());
+    // The challenge says the token lacks the scope (RFC 6750), so that a client
+    // holding a token for another scope fetches one for this request.
+    assert_eq!(
+        challenge(&r),
+        r#"Bearer realm="http://127.0.0.1:5000/token",service="registry.test",scope="repository:packs/a:pull",error="insufficient_scope""#
+    );
+    // bob's fresh token for it pulls; for a push, his new token still lacks the
+    // grant: 403 again.
+    let bob = f
+        .token(Some(("bob", BOB)), &["repository:packs/a:pull,push"])
+        .await;
+    let (r, _) = f.push(&bob, "packs/a", "v2").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(challenge(&r).ends_with(r#",error="insufficient_scope""#));
 }
 
 #[actix_web::test]

@@ -28,6 +28,7 @@ VALUE_SETS = {
     "default": None,
     "embedded": VALUES / "embedded.yaml",
     "production": VALUES / "production.yaml",
+    "token-tls": VALUES / "token-tls.yaml",
 }
 
 
@@ -112,3 +113,27 @@ def psql() -> str:
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+
+
+def make_tls(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    """A test CA and a certificate it signed for 127.0.0.1 (openssl), as an operator's
+    cert-manager would provide; the PEM files by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        ["req", "-x509", *ec, "-days", "2", "-subj", "/CN=chart tests CA", "-keyout", "ca.key",
+         "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", *ec, "-subj", "/CN=localhost", "-keyout", "tls.key", "-out", "tls.csr"],
+        ["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-days", "2", "-extfile", "ext.cnf", "-out", "tls.crt"],
+    ]
+    (folder / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    for args in steps:
+        try:
+            done = run(["openssl", *args], cwd=folder)
+        except FileNotFoundError:
+            missing("openssl is not installed")
+        assert done.returncode == 0, done.stderr
+    return {name: folder / name for name in ("ca.crt", "tls.crt", "tls.key")}

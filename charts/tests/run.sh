@@ -5,7 +5,9 @@
 # (kubernetes-validate, strict; the ServiceMonitor with the npm package
 # @kubernetes-models/prometheus-operator), values.schema.json refusing bad values,
 # and the rendered Job and Deployment run with the real binary against PostgreSQL
-# and S3 (moto, started by the tests) and in the embedded mode.
+# and S3 (moto, started by the tests), in the embedded mode, and in token mode over
+# TLS; Helm's registry client logs in to, pushes to and pulls from the binary in
+# token mode over TLS (test_helm_registry.py).
 #
 #   bash charts/tests/run.sh BINARY     # default target/debug/packs-registry
 #

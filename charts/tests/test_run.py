@@ -1,15 +1,17 @@
 """The chart's configuration starts a working registry, not only renders.
 
 Each test renders the chart, then plays the kubelet for one pod: the container's
-volumes become folders (ConfigMaps written out as files, the PersistentVolumeClaim
-or emptyDir a temporary folder), its environment is resolved from `env` and
+volumes become folders (ConfigMaps and Secrets written out as files, the
+PersistentVolumeClaim or emptyDir a temporary folder), its environment is resolved from `env` and
 `envFrom` (values, and keys of the rendered Secrets and ConfigMaps or of those a
 test puts in the "cluster" beforehand), and its command and args are run with the
 binary under test. Paths under a mount are mapped to the folder standing for it,
 and the pod's `0.0.0.0:<containerPort>` to a free loopback port. In production the
 migrations Job runs first, then the Deployment's container serves against
 PostgreSQL (a database per test) and S3 (moto, a bucket per test); a blob, a
-manifest and a pack (POST /packs) are pushed and pulled back with plain HTTP."""
+manifest and a pack (POST /packs) are pushed and pulled back with plain HTTP. In
+token mode over TLS (values/token-tls.yaml) the pod serves HTTPS with a test CA's
+certificate and the same is done through the token flow."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pathlib
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -30,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from http.client import HTTPException
 
 import pytest
 
@@ -38,6 +42,7 @@ from conftest import (
     deep_merge,
     find,
     load_values,
+    make_tls,
     missing,
     render_objects,
     run,
@@ -53,11 +58,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
-    """(status, headers, body) of one request; errors are answers too."""
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+         context: ssl.SSLContext | None = None):
+    """(status, headers, body) of one request; errors are answers too. `context`:
+    the TLS settings of an https:// URL (a test CA)."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -169,13 +176,22 @@ class Pod:
                 host = root / mount["mountPath"].strip("/")
             host.mkdir(parents=True, exist_ok=True)
             self.paths[mount["mountPath"]] = host
-            assert {"configMap", "emptyDir", "persistentVolumeClaim"} & volume.keys(), volume
+            assert {"configMap", "emptyDir", "persistentVolumeClaim", "secret"} & volume.keys(), volume
         for mount in self.container.get("volumeMounts", []):
             volume = volumes[mount["name"]]
             if "configMap" in volume:
                 files = cluster.all_keys("configmap", volume["configMap"])
                 for key, text in files.items():
                     (self.paths[mount["mountPath"]] / key).write_text(self.translate(text))
+            if "secret" in volume:
+                source = volume["secret"]
+                keys = cluster.all_keys("secret", {"name": source["secretName"]})
+                items = source.get("items") or [{"key": k, "path": k} for k in keys]
+                for item in items:
+                    assert item["key"] in keys, f"Secret {source['secretName']} has no key {item['key']}"
+                    path = self.paths[mount["mountPath"]] / item["path"]
+                    path.write_text(keys[item["key"]])
+                    path.chmod(source.get("defaultMode", 0o644))
         self.env = {"PATH": "/usr/bin:/bin"}
         for source in self.container.get("envFrom", []):
             kind, ref = ("secret", source["secretRef"]) if "secretRef" in source else (
@@ -208,8 +224,13 @@ class Pod:
         return text
 
     @property
+    def scheme(self) -> str:
+        """What the probes speak: https when the registry serves TLS itself."""
+        return self.container["readinessProbe"]["httpGet"].get("scheme", "HTTP").lower()
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def run_to_completion(self) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv, env=self.env, capture_output=True, text=True, timeout=300)
@@ -220,9 +241,12 @@ class Pod:
         return self.process
 
     def probe(self, name: str) -> int:
+        """As the kubelet probes: over HTTPS without checking the certificate."""
         get = self.container[name]["httpGet"]
         assert get["port"] == "http"
-        status, _, _ = http("GET", self.url + get["path"])
+        scheme = get.get("scheme", "HTTP").lower()
+        context = ssl._create_unverified_context() if scheme == "https" else None
+        status, _, _ = http("GET", f"{scheme}://127.0.0.1:{self.port}{get['path']}", context=context)
         return status
 
     def wait_ready(self) -> None:
@@ -257,17 +281,20 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def push_and_pull_image(url: str, repo: str) -> str:
-    """A blob and a manifest pushed and read back; the manifest's digest."""
+def push_and_pull_image(url: str, repo: str, auth: dict | None = None,
+                        context: ssl.SSLContext | None = None) -> str:
+    """A blob and a manifest pushed and read back; the manifest's digest. `auth`: the
+    headers that authorize it (token mode); `context`: TLS settings."""
+    auth = auth or {}
     layer = os.urandom(256 * 1024)
     config = b'{"architecture":"amd64","os":"linux"}'
     for blob in (layer, config):
         status, headers, body = http(
             "POST", f"{url}/v2/{repo}/blobs/uploads/?digest={sha256(blob)}", blob,
-            {"Content-Type": "application/octet-stream"})
+            {"Content-Type": "application/octet-stream", **auth}, context)
         assert status == 201, body
         assert headers["Docker-Content-Digest"] == sha256(blob)
-    status, _, body = http("GET", f"{url}/v2/{repo}/blobs/{sha256(layer)}")
+    status, _, body = http("GET", f"{url}/v2/{repo}/blobs/{sha256(layer)}", headers=auth, context=context)
     assert status == 200 and body == layer
     manifest = json.dumps({
         "schemaVersion": 2,
@@ -279,11 +306,11 @@ def push_and_pull_image(url: str, repo: str) -> str:
     }).encode()
     media_type = "application/vnd.oci.image.manifest.v1+json"
     status, headers, body = http(
-        "PUT", f"{url}/v2/{repo}/manifests/v1", manifest, {"Content-Type": media_type})
+        "PUT", f"{url}/v2/{repo}/manifests/v1", manifest, {"Content-Type": media_type, **auth}, context)
     assert status == 201, body
     assert headers["Docker-Content-Digest"] == sha256(manifest)
     status, headers, body = http(
-        "GET", f"{url}/v2/{repo}/manifests/v1", headers={"Accept": media_type})
+        "GET", f"{url}/v2/{repo}/manifests/v1", headers={"Accept": media_type, **auth}, context=context)
     assert status == 200 and body == manifest
     assert headers["Content-Type"] == media_type
     return sha256(manifest)
@@ -437,6 +464,84 @@ def test_embedded_mode_runs_a_registry_on_its_volume(registry_bin, tmp_path):
                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         assert status == 200
         assert pod.terminate(grace) == 0
+    finally:
+        if pod.process.poll() is None:
+            pod.process.kill()
+            pod.process.wait()
+
+
+def test_token_mode_over_tls_runs_a_registry(registry_bin, tmp_path):
+    """values/token-tls.yaml with the Secrets an operator makes first (certificate, root
+    key, users file): the pod serves HTTPS, probes pass over it, and the token flow,
+    grants and anonymous pull work as configured."""
+    tls = make_tls(tmp_path / "tls")
+
+    def cli(*args: str, stdin: str = "") -> str:
+        done = run([str(registry_bin), *args], input=stdin, env={"PATH": os.environ["PATH"]})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    alice_hash = cli("user", "hash", stdin="alice-pw\n")
+    users = (f'[[users]]\nname = "alice"\npassword_hash = "{alice_hash}"\n'
+             'grants = ["packs/:pull,push", "public/:pull,push"]\n')
+    runner_hash = cli("user", "hash", stdin="runner-pw\n")
+    values = deep_merge(load_values("token-tls"), {"config": {"auth": {"robots": [
+        {"name": "taskrunner", "password_hash": runner_hash, "grants": ["packs/:pull"]}]}}})
+    objects = render_objects(values)
+    secrets = [
+        {"kind": "Secret", "metadata": {"name": "packs-tls"},
+         "stringData": {"tls.crt": tls["tls.crt"].read_text(), "tls.key": tls["tls.key"].read_text()}},
+        {"kind": "Secret", "metadata": {"name": "packs-root-key"},
+         "stringData": {"root.key": cli("token", "keygen") + "\n"}},
+        {"kind": "Secret", "metadata": {"name": "packs-users"}, "stringData": {"users": users}},
+    ]
+    deployment = find(objects, "Deployment")
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    claims = {FULLNAME: tmp_path / "pvc"}
+    pod = Pod(Cluster(objects + secrets), deployment, tmp_path / "pod", registry_bin, claims)
+    assert pod.scheme == "https"
+    ca = ssl.create_default_context(cafile=str(tls["ca.crt"]))
+    pod.start()
+    try:
+        pod.wait_ready()
+        assert pod.probe("livenessProbe") == 200
+        # Not a word in clear text.
+        with pytest.raises((OSError, HTTPException)):
+            http("GET", f"http://127.0.0.1:{pod.port}/v2/")
+        status, headers, body = http("GET", f"{pod.url}/v2/", context=ca)
+        assert status == 401, body
+        assert headers["WWW-Authenticate"] == (
+            f'Bearer realm="https://127.0.0.1:{pod.port}/token",service="packs.example.com"')
+
+        def token(user: str, password: str, scope: str) -> dict:
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+            status, _, body = http(
+                "GET", f"{pod.url}/token?service=packs.example.com&scope={scope}",
+                headers={"Authorization": f"Basic {basic}"}, context=ca)
+            assert status == 200, body
+            return {"Authorization": f"Bearer {json.loads(body)['token']}"}
+
+        # alice, from the users Secret, pushes and pulls.
+        alice = token("alice", "alice-pw", "repository:packs/team/chart-check:pull,push")
+        push_and_pull_image(pod.url, "packs/team/chart-check", alice, ca)
+        # The inline robot pulls, and may not push.
+        runner = token("taskrunner", "runner-pw", "repository:packs/team/chart-check:pull,push")
+        status, _, _ = http("GET", f"{pod.url}/v2/packs/team/chart-check/tags/list",
+                            headers=runner, context=ca)
+        assert status == 200
+        status, _, body = http("POST", f"{pod.url}/v2/packs/team/chart-check/blobs/uploads/",
+                               headers=runner, context=ca)
+        assert status == 403 and b"DENIED" in body, body
+        # Anonymous: public/ only; /metrics is protected.
+        push_and_pull_image(pod.url, "public/chart-check",
+                            token("alice", "alice-pw", "repository:public/chart-check:pull,push"), ca)
+        status, _, _ = http("GET", f"{pod.url}/v2/public/chart-check/tags/list", context=ca)
+        assert status == 200
+        status, _, _ = http("GET", f"{pod.url}/v2/packs/team/chart-check/tags/list", context=ca)
+        assert status == 401
+        status, _, _ = http("GET", f"{pod.url}/metrics", context=ca)
+        assert status == 401
+        assert pod.terminate(grace) == 0, pod.logs()
     finally:
         if pod.process.poll() is None:
             pod.process.kill()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the real clients that conformance/clients/run.sh drives:
+# Installs the real clients that conformance/clients/run.sh and run_auth.sh drive:
 #   - Debian `skopeo` (bookworm ships 1.9.x)
 #   - PyPI `oras` (oras-py, the Python ORAS client), pinned
-# Idempotent: does nothing (and touches no network) when both are already present.
+#   - Debian `openssl` (run_auth.sh makes its test CA with it)
+# Idempotent: does nothing (and touches no network) when all are already present.
 set -euo pipefail
 
 ORAS_PY_VERSION="${ORAS_PY_VERSION:-0.2.43}"
@@ -13,14 +14,24 @@ if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then
   SUDO="sudo"
 fi
 
+debs=()
 if command -v skopeo >/dev/null 2>&1; then
   echo "install: skopeo present ($(skopeo --version))"
 else
-  echo "install: installing skopeo from Debian"
+  debs+=(skopeo)
+fi
+if command -v openssl >/dev/null 2>&1; then
+  echo "install: openssl present ($(openssl version))"
+else
+  debs+=(openssl)
+fi
+if [ "${#debs[@]}" -gt 0 ]; then
+  echo "install: installing ${debs[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update
-  $SUDO apt-get install -y --no-install-recommends skopeo
+  $SUDO apt-get install -y --no-install-recommends "${debs[@]}"
   skopeo --version
+  openssl version
 fi
 
 have_oras="$("$PYTHON" - <<PY 2>/dev/null || true

@@ -37,9 +37,9 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     /// `127.0.0.1:<port>`.
     pub addr: String,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` over TLS).
     pub base: String,
-    /// A plain HTTP client.
+    /// An HTTP client (trusting only the test CA over TLS).
     pub http: reqwest::Client,
     // Declared last so the process is gone before its folder and database are removed.
     _data: tempfile::TempDir,
@@ -76,10 +76,10 @@ fn drain(
         let mut ready = ready;
         for line in BufReader::new(source).lines() {
             let Ok(line) = line else { break };
-            if let Some((_, addr)) = line.split_once("listening on http://")
+            if let Some((_, url)) = line.split_once("listening on ")
                 && let Some(tx) = ready.take()
             {
-                let _ = tx.send(addr.trim().to_owned());
+                let _ = tx.send(url.trim().to_owned());
             }
             let mut log = log.lock().unwrap();
             log.push_str(&line);
@@ -91,10 +91,19 @@ fn drain(
 impl Server {
     /// Starts the binary on `127.0.0.1:0` and waits until `GET /v2/` is 200.
     pub async fn start() -> Server {
+        Server::start_with(&[], None).await
+    }
+
+    /// Starts the binary with extra `serve` arguments (`--config FILE`); with `ca`
+    /// (PEM), the server is expected to serve HTTPS with a certificate that CA signed,
+    /// and [`Server::http`] trusts that CA alone. Waits until `GET /v2/` answers 200,
+    /// or 401 in token mode.
+    pub async fn start_with(args: &[&std::ffi::OsStr], ca: Option<&[u8]>) -> Server {
         let data = tempfile::TempDir::new().expect("temporary data folder");
         let (backend_vars, database) = backend_env().await;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_packs-registry"));
         cmd.arg("serve")
+            .args(args)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
@@ -117,21 +126,32 @@ impl Server {
         drain(child.stdout.take().expect("stdout"), log.clone(), Some(tx));
         drain(child.stderr.take().expect("stderr"), log.clone(), None);
         // Blocks until the line is printed, or the process closes stdout (it died).
-        let Ok(addr) = rx.recv() else {
+        let Ok(base) = rx.recv() else {
             let _ = child.wait();
             panic!(
                 "packs-registry exited before listening:\n{}",
                 log.lock().unwrap()
             );
         };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("http client");
+        let addr = base
+            .split_once("://")
+            .map(|(_, addr)| addr.to_owned())
+            .expect("listening on <scheme>://<address>");
+        assert_eq!(
+            base.starts_with("https://"),
+            ca.is_some(),
+            "TLS as the test expects"
+        );
+        let mut http = reqwest::Client::builder().no_proxy();
+        if let Some(ca) = ca {
+            http =
+                http.tls_certs_only([reqwest::Certificate::from_pem(ca).expect("CA certificate")]);
+        }
+        let http = http.build().expect("http client");
         let mut server = Server {
             child,
             log,
-            base: format!("http://{addr}"),
+            base,
             addr,
             http,
             _data: data,
@@ -144,7 +164,7 @@ impl Server {
     async fn wait_ready(&mut self) {
         for _ in 0..1000 {
             if let Ok(r) = self.http.get(self.url("/v2/")).send().await
-                && r.status() == StatusCode::OK
+                && (r.status() == StatusCode::OK || r.status() == StatusCode::UNAUTHORIZED)
             {
                 return;
             }
@@ -580,4 +600,122 @@ pub fn artifact(
         extra["subject"] = s.descriptor();
     }
     Image::build(config, vec![layer], extra)
+}
+
+/// A test CA and a server certificate it signed (for `127.0.0.1` and `localhost`),
+/// made with the `openssl` command line, as PEM files in `dir`.
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub ca_pem: Vec<u8>,
+    /// The server's certificate and key files, for `[server.tls]`.
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TestCa {
+    pub fn make(dir: &std::path::Path) -> TestCa {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl (the test CA is made with it): {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "2", "-subj", "/CN=PacksRegistry test CA"],
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+                &["-addext", "basicConstraints=critical,CA:TRUE"],
+                &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        TestCa {
+            ca_pem: std::fs::read(dir.join("ca.crt")).unwrap(),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        }
+    }
+}
+
+/// Runs the registry binary's command line (`token keygen`, `user hash`, …) with
+/// `stdin`, hermetically; its standard output, trimmed.
+pub fn cli(args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_packs-registry"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PACKS__") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd.spawn().expect("packs-registry");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "packs-registry {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

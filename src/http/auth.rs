@@ -125,7 +125,8 @@ pub enum Guard {
 pub struct Refusal {
     /// Why.
     pub error: AuthError,
-    /// The `WWW-Authenticate` value (401 only).
+    /// The `WWW-Authenticate` value: on a 401, and on a 403 as RFC 6750's
+    /// `error="insufficient_scope"` (none on a 500).
     pub challenge: Option<String>,
 }
 
@@ -213,6 +214,27 @@ pub fn challenge(state: &State, req: &HttpRequest, needs: &[Need<'_>]) -> String
     value
 }
 
+/// The challenge of a refusal: what to authenticate for on a 401; on a 403, the
+/// same with `error="insufficient_scope"` (RFC 6750 §3.1), so that a client holding a
+/// token for fewer scopes (oras-py asks for `pull` first, then uses that token for
+/// the push) fetches one for what this request needs instead of giving up. A caller
+/// without the grant gets a token without it, and 403 again. None on a 500.
+fn refusal_challenge(
+    state: &State,
+    req: &HttpRequest,
+    error: &AuthError,
+    needs: &[Need<'_>],
+) -> Option<String> {
+    if error.is_internal() {
+        return None;
+    }
+    let mut value = challenge(state, req, needs);
+    if error.is_forbidden() {
+        value.push_str(",error=\"insufficient_scope\"");
+    }
+    Some(value)
+}
+
 /// Authorizes `needs` for `credentials`, off the async workers when it costs an
 /// Argon2 verification (Basic credentials).
 async fn authorize(
@@ -293,8 +315,7 @@ pub async fn guard<B: MessageBody + 'static>(
                 Guard::Needs(needs) => needs.clone(),
                 _ => Needs::default(),
             };
-            let challenge = (!error.is_forbidden() && !error.is_internal())
-                .then(|| challenge(&state, req.request(), &needs.as_needs()));
+            let challenge = refusal_challenge(&state, req.request(), &error, &needs.as_needs());
             if error.is_internal() {
                 tracing::error!(error = %error, "authorization failed on the registry's side");
             }
@@ -325,8 +346,7 @@ pub fn require(
     };
     result.map_err(|error| {
         state.metrics.auth_failure(&error);
-        let challenge =
-            (!error.is_forbidden() && !error.is_internal()).then(|| challenge(state, req, &needed));
+        let challenge = refusal_challenge(state, req, &error, &needed);
         Refusal { error, challenge }
     })
 }

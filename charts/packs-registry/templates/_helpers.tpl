@@ -56,6 +56,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Where the container sees its configuration and its data. */}}
 {{- define "packs-registry.configDir" -}}/etc/packs-registry{{- end }}
+{{- define "packs-registry.secretsDir" -}}/var/run/secrets/packs-registry{{- end }}
 {{- define "packs-registry.dataDir" -}}/var/lib/packs-registry{{- end }}
 {{- define "packs-registry.containerPort" -}}5000{{- end }}
 
@@ -81,6 +82,26 @@ owns set over it.
 {{- $_ := unset $config "storage" }}
 {{- $_ := set $storage "backend" "fs" }}
 {{- end }}
+{{- if .Values.tls.existingSecret }}
+{{- $dir := printf "%s/tls" (include "packs-registry.secretsDir" .) }}
+{{- $_ := set $server "tls" (dict "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir)) }}
+{{- end }}
+{{- $auth := dict }}
+{{- if .Values.auth.rootKey.existingSecret }}
+{{- $_ := set $auth "root_key_file" (printf "%s/root-key/root.key" (include "packs-registry.secretsDir" .)) }}
+{{- end }}
+{{- if .Values.auth.users.existingSecret }}
+{{- $_ := set $auth "users_file" (printf "%s/users/users.toml" (include "packs-registry.secretsDir" .)) }}
+{{- end }}
+{{- if eq (dig "auth" "mode" "none" $config) "token" }}
+{{- if not .Values.auth.rootKey.existingSecret }}
+{{- fail "config.auth.mode token needs auth.rootKey.existingSecret (a Secret holding the output of `packs-registry token keygen`)" }}
+{{- end }}
+{{- if not (or .Values.tls.existingSecret (dig "server" "behind_tls_proxy" false $config)) }}
+{{- fail "config.auth.mode token needs TLS: tls.existingSecret, or config.server.behind_tls_proxy when the ingress terminates TLS" }}
+{{- end }}
+{{- end }}
+{{- $_ := set $config "auth" (mustMergeOverwrite (default (dict) $config.auth) $auth) }}
 {{- $owned := dict "server" $server "storage" $storage "metadata" $metadata }}
 {{- if gt (int .Values.metrics.port) 0 }}
 {{- $_ := set $owned "telemetry" (dict "metrics_listen" (printf "0.0.0.0:%d" (int .Values.metrics.port))) }}
@@ -200,4 +221,51 @@ Call with (dict "root" $ "s3" true); the migrations Job needs no S3 credentials.
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The Secrets mounted into the registry's container (token mode and TLS), as volumes;
+each is mounted at <secretsDir>/<name without "secret-">, its key as the file name the
+configuration names. Mode 0440: the pod's fsGroup reads them, nobody else.
+*/}}
+{{- define "packs-registry.secretVolumes" -}}
+{{- $v := .Values }}
+{{- if $v.tls.existingSecret }}
+- name: secret-tls
+  secret:
+    secretName: {{ $v.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.tls.certKey }}
+        path: tls.crt
+      - key: {{ $v.tls.keyKey }}
+        path: tls.key
+{{- end }}
+{{- if $v.auth.rootKey.existingSecret }}
+- name: secret-root-key
+  secret:
+    secretName: {{ $v.auth.rootKey.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.auth.rootKey.key }}
+        path: root.key
+{{- end }}
+{{- if $v.auth.users.existingSecret }}
+- name: secret-users
+  secret:
+    secretName: {{ $v.auth.users.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.auth.users.key }}
+        path: users.toml
+{{- end }}
+{{- end }}
+
+{{/* A probe, over HTTPS when the registry serves TLS itself. */}}
+{{- define "packs-registry.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and .root.Values.tls.existingSecret $probe.httpGet (not (hasKey $probe.httpGet "scheme")) }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}
