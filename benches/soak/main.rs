@@ -173,6 +173,14 @@ async fn expect(r: reqwest::Response, status: u16, what: &str) -> R<reqwest::Res
     }
 }
 
+/// A response header's value, when it is text.
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 fn send_err(what: &'static str) -> impl Fn(reqwest::Error) -> String {
     move |e| format!("{what}: {e}")
 }
@@ -208,12 +216,7 @@ async fn push_blob(s: &Shared, repo: &str, data: Vec<u8>, chunked: bool) -> R<(S
         .await
         .map_err(send_err("start upload"))?;
     let r = expect(r, 202, "start upload").await?;
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .ok_or("start upload: no Location")?
-        .to_owned();
+    let location = header(&r, "location").ok_or("start upload: no Location")?;
     let url = |loc: &str| {
         if loc.starts_with("http") {
             loc.to_owned()
@@ -222,7 +225,9 @@ async fn push_blob(s: &Shared, repo: &str, data: Vec<u8>, chunked: bool) -> R<(S
         }
     };
     let sep = |loc: &str| if loc.contains('?') { '&' } else { '?' };
-    let location = if chunked && len > 0 {
+    // Chunked: every byte in PATCHes, then a closing PUT without a body; monolithic:
+    // the bytes in the closing PUT.
+    let (location, last) = if chunked && len > 0 {
         let mut location = location;
         let chunk = (len / 3).max(1);
         let mut offset = 0;
@@ -238,28 +243,12 @@ async fn push_blob(s: &Shared, repo: &str, data: Vec<u8>, chunked: bool) -> R<(S
                 .await
                 .map_err(send_err("upload chunk"))?;
             let r = expect(r, 202, "upload chunk").await?;
-            location = r
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .ok_or("upload chunk: no Location")?
-                .to_owned();
+            location = header(&r, "location").ok_or("upload chunk: no Location")?;
             offset = end;
         }
-        let r = s
-            .http
-            .put(format!(
-                "{}{}digest={digest}",
-                url(&location),
-                sep(&location)
-            ))
-            .send()
-            .await
-            .map_err(send_err("close upload"))?;
-        expect(r, 201, "close chunked upload").await?;
-        return Ok((digest, len));
+        (location, Vec::new())
     } else {
-        location
+        (location, data)
     };
     let r = s
         .http
@@ -269,11 +258,11 @@ async fn push_blob(s: &Shared, repo: &str, data: Vec<u8>, chunked: bool) -> R<(S
             sep(&location)
         ))
         .header("content-type", "application/octet-stream")
-        .body(data)
+        .body(last)
         .send()
         .await
-        .map_err(send_err("monolithic upload"))?;
-    expect(r, 201, "monolithic upload").await?;
+        .map_err(send_err("close upload"))?;
+    expect(r, 201, "close upload").await?;
     Ok((digest, len))
 }
 
@@ -308,11 +297,7 @@ async fn op_push(s: &Shared, client: usize, n: u64) -> R<u64> {
         .await
         .map_err(send_err("manifest PUT"))?;
     let r = expect(r, 201, "manifest PUT").await?;
-    let got = r
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let got = header(&r, "docker-content-digest").unwrap_or_default();
     if got != digest {
         return Err(format!("manifest PUT: digest {got}, want {digest}"));
     }
