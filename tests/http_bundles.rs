@@ -335,6 +335,13 @@ async fn export_refusals() {
     "#);
     let r = export(&a, "type=widget").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // `all` is the boolean the OpenAPI document says, nothing looser.
+    for all in ["all=", "all", "all=1", "all=yes"] {
+        let r = export(&a, all).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{all}: {}", r.text());
+    }
+    let r = export(&a, "all=false").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
     // A dependency that no longer resolves: the bundle would be incomplete.
     assert_eq!(
         a.delete("/packs/base-lib/1.2.0").await.status,

@@ -64,8 +64,9 @@ pub(super) async fn export(
             }
             "all" => {
                 selection.all = match value {
-                    "" | "true" | "1" => true,
-                    "false" | "0" => false,
+                    // Exactly what the OpenAPI document says: a boolean, spelled out.
+                    "true" => true,
+                    "false" => false,
                     _ => {
                         return Err(ApiError::bad_request(format!(
                             "all {value:?} must be true or false"
