@@ -79,6 +79,11 @@ struct Opts {
     /// Our release binary.
     #[arg(long, default_value = "target/release/packs-registry")]
     ours: PathBuf,
+    /// An earlier build of ours, run beside it on the embedded configuration, so a
+    /// change is measured before and after in the same run (the report adds a
+    /// before/after table).
+    #[arg(long)]
+    before: Option<PathBuf>,
     /// Distribution's binary.
     #[arg(long, default_value = "/usr/bin/docker-registry")]
     distribution: PathBuf,
@@ -177,6 +182,8 @@ fn human(size: u64) -> String {
 enum Who {
     /// Ours, embedded configuration (SQLite + filesystem).
     Ours,
+    /// The earlier build given with `--before`, embedded configuration.
+    Before,
     /// Ours, production configuration (PostgreSQL + S3 on moto).
     Prod,
     /// CNCF Distribution 2.8.
@@ -187,6 +194,7 @@ impl Who {
     fn label(self) -> &'static str {
         match self {
             Who::Ours => "ours (SQLite+fs)",
+            Who::Before => "before (SQLite+fs)",
             Who::Prod => "ours (PostgreSQL+S3)",
             Who::Dist => "Distribution",
         }
@@ -293,7 +301,7 @@ impl Server {
     async fn drop_blob_bytes(&self, http: &reqwest::Client, digest: &str) {
         let hex = digest.trim_start_matches("sha256:");
         match self.who {
-            Who::Ours => {
+            Who::Ours | Who::Before => {
                 let _ = std::fs::remove_file(
                     self.dir
                         .join(format!("blobs/blobs/sha256/{}/{hex}", &hex[..2])),
@@ -2243,6 +2251,9 @@ async fn seed_packs(url: &str, n: usize) -> R<()> {
 
 struct Table {
     rows: Vec<[String; 8]>,
+    /// Before/after rows (`--before`): metric, before, ours, ours/before.
+    before_after: Vec<[String; 4]>,
+    with_before: bool,
 }
 
 fn fmt(v: Option<f64>, unit: &str) -> String {
@@ -2324,6 +2335,7 @@ impl Table {
         let ours = res.med(key, Who::Ours);
         let prod = res.med(key, Who::Prod);
         let dist = res.med(key, Who::Dist);
+        self.before_after(label, res.med(key, Who::Before), ours, unit);
         let base = key.split('.').take(2).collect::<Vec<_>>().join(".");
         let failed = res.errors.keys().any(|(k, _)| *k == key || *k == base);
         if ours.is_none() && prod.is_none() && dist.is_none() && !failed {
@@ -2350,6 +2362,18 @@ impl Table {
             target,
             v,
         ]);
+    }
+
+    /// A before/after row, when `--before` ran an earlier build.
+    fn before_after(&mut self, label: &str, before: Option<f64>, ours: Option<f64>, unit: &str) {
+        if self.with_before && (before.is_some() || ours.is_some()) {
+            self.before_after.push([
+                label.to_owned(),
+                fmt(before, unit),
+                fmt(ours, unit),
+                fmt(ratio(ours, before), "×"),
+            ]);
+        }
     }
 
     /// A row of a value derived by the caller.
@@ -2405,7 +2429,11 @@ fn report(
     servers: &[Who],
     totals: &BTreeMap<Who, (f64, f64, f64, f64)>,
 ) -> String {
-    let mut t = Table { rows: vec![] };
+    let mut t = Table {
+        rows: vec![],
+        before_after: vec![],
+        with_before: servers.contains(&Who::Before),
+    };
     let sha = res.med("machine.sha256", Who::Ours);
     let disk = res.med("machine.disk", Who::Ours);
     let lo = res.med("machine.loopback", Who::Ours);
@@ -2666,6 +2694,12 @@ fn report(
         );
     }
     let tot = |w: Who, f: fn(&(f64, f64, f64, f64)) -> f64| totals.get(&w).map(f);
+    t.before_after(
+        "idle RSS after start",
+        tot(Who::Before, |t| t.0),
+        tot(Who::Ours, |t| t.0),
+        "MiB",
+    );
     t.derived(
         "idle RSS after start",
         tot(Who::Ours, |t| t.0),
@@ -2675,14 +2709,26 @@ fn report(
         "< 15 MiB",
         tot(Who::Ours, |t| t.0).map(|v| v < 15.0),
     );
+    t.before_after(
+        "idle RSS after the workload",
+        tot(Who::Before, |t| t.1),
+        tot(Who::Ours, |t| t.1),
+        "MiB",
+    );
     t.derived(
         "idle RSS after the workload",
         tot(Who::Ours, |t| t.1),
         tot(Who::Prod, |t| t.1),
         tot(Who::Dist, |t| t.1),
         "MiB",
-        "—",
-        None,
+        "< 32 MiB",
+        tot(Who::Ours, |t| t.1).map(|v| v < 32.0),
+    );
+    t.before_after(
+        "peak RSS over the workload (VmHWM)",
+        tot(Who::Before, |t| t.2),
+        tot(Who::Ours, |t| t.2),
+        "MiB",
     );
     t.derived(
         "peak RSS over the workload (VmHWM)",
@@ -2724,6 +2770,12 @@ fn report(
     }
     let cpu_o = tot(Who::Ours, |t| t.3);
     let cpu_d = tot(Who::Dist, |t| t.3);
+    t.before_after(
+        "server CPU seconds, whole workload",
+        tot(Who::Before, |t| t.3),
+        cpu_o,
+        "s",
+    );
     t.derived(
         "server CPU seconds, whole workload",
         cpu_o,
@@ -2736,6 +2788,15 @@ fn report(
 
     let mut out = String::new();
     out.push_str(&t.render());
+    if t.with_before {
+        out.push_str(&format!(
+            "\nBefore ({}) and after (ours), same run, embedded configuration:\n\n| metric | before | ours | ours/before |\n|---|---:|---:|---:|\n",
+            opts.before.as_deref().unwrap_or(Path::new("?")).display()
+        ));
+        for r in &t.before_after {
+            out.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+    }
     out.push_str("\nMachine limits (same run): ");
     out.push_str(&format!(
         "single-stream SHA-256 {} (sha2 crate, what the registry hashes with; OpenSSL's assembly: {}), sequential write + fsync {} (starting writeback every 8 MiB: {}), loopback TCP single stream {}.\n",
@@ -2823,6 +2884,17 @@ async fn run(opts: Opts) -> R<()> {
     let snapshot = workdir.join("packs-registry");
     std::fs::copy(&opts.ours, &snapshot).map_err(err("copy our binary"))?;
     opts.ours = snapshot;
+    let before = match &opts.before {
+        Some(bin) => {
+            let copy = workdir.join("packs-registry-before");
+            std::fs::copy(bin, &copy)
+                .map_err(|e| format!("copy the --before binary {}: {e}", bin.display()))?;
+            let mut o = opts.clone();
+            o.ours = copy;
+            Some(o)
+        }
+        None => None,
+    };
     let http = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
@@ -2844,6 +2916,11 @@ async fn run(opts: Opts) -> R<()> {
     servers.push(Arc::new(
         start_ours(&opts, &http, &workdir, "ours", &[], Who::Ours, None).await?,
     ));
+    if let Some(o) = &before {
+        servers.push(Arc::new(
+            start_ours(o, &http, &workdir, "before", &[], Who::Before, None).await?,
+        ));
+    }
     servers.push(Arc::new(
         start_distribution(&opts, &http, &workdir, "distribution").await?,
     ));
@@ -2928,7 +3005,11 @@ async fn run(opts: Opts) -> R<()> {
     if opts.runs("packs") {
         bench.packs().await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle RSS after the workload: idle, that is after 25 quiet seconds. Ours hands
+    // freed memory back once it has been idle for 10-20 s (src/memory.rs), and
+    // tokio's blocking threads exit after 10 idle seconds; Go's scavenger returns
+    // Distribution's heap on its own schedule.
+    tokio::time::sleep(Duration::from_secs(25)).await;
     let mut totals = BTreeMap::new();
     for s in &bench.servers {
         totals.insert(
