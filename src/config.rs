@@ -40,6 +40,27 @@ pub struct Config {
     /// Retention rules (`[[retention]]`), applied by the collector in order: the first
     /// rule covering a pack applies to it.
     pub retention: Vec<RetentionConfig>,
+    /// The web UI (`/ui/`).
+    pub ui: UiConfig,
+}
+
+/// `[ui]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the web UI at `/ui/` (and redirect `/` to it).
+    pub enabled: bool,
+    /// Seconds a UI login lasts (the session token's lifetime).
+    pub session_ttl_secs: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            session_ttl_secs: 8 * 3600,
+        }
+    }
 }
 
 /// `[gc]`

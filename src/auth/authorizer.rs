@@ -292,6 +292,29 @@ impl Authorizer {
         })
     }
 
+    /// A token carrying everything an account may do, for `ttl` (the web UI's login
+    /// session, kept in a cookie). Only an account authenticated by password has one:
+    /// [`AuthError::Denied`] for any other principal, [`AuthError::Disabled`] in mode
+    /// `none`.
+    pub fn issue_session(
+        &self,
+        principal: &Principal,
+        ttl: Duration,
+    ) -> Result<IssuedToken, AuthError> {
+        let Some(tokens) = &self.inner.tokens else {
+            return Err(AuthError::Disabled);
+        };
+        let Rights::Grants(grants) = &principal.rights else {
+            return Err(AuthError::Denied);
+        };
+        let issued_at = SystemTime::now();
+        Ok(IssuedToken {
+            token: tokens.mint(principal.name(), grants, issued_at + ttl)?,
+            expires_in: ttl.as_secs(),
+            issued_at,
+        })
+    }
+
     /// The part of `scope` that `principal` (an account or anonymous) may have.
     fn granted(&self, principal: &Principal, scope: &Scope) -> Option<Grant> {
         match scope {

@@ -184,13 +184,7 @@ fn realm(state: &State, req: &HttpRequest) -> String {
     if let Some(realm) = state.auth.realm() {
         return realm.to_owned();
     }
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let https = state.config.server.tls.is_some()
-        || (state.config.server.behind_tls_proxy && forwarded.as_deref() != Some("http"));
+    let https = is_https(state, req);
     let host = req
         .headers()
         .get(actix_web::http::header::HOST)
@@ -198,6 +192,19 @@ fn realm(state: &State, req: &HttpRequest) -> String {
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| state.config.server.listen.to_string(), str::to_owned);
     format!("{}://{host}/token", if https { "https" } else { "http" })
+}
+
+/// Whether the client reached this registry over HTTPS: it serves TLS, or a TLS
+/// proxy fronts it (`server.behind_tls_proxy`) and did not say `X-Forwarded-Proto:
+/// http`.
+pub fn is_https(state: &State, req: &HttpRequest) -> bool {
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    state.config.server.tls.is_some()
+        || (state.config.server.behind_tls_proxy && forwarded.as_deref() != Some("http"))
 }
 
 /// The `WWW-Authenticate` challenge for `needs`.

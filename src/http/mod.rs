@@ -4,7 +4,8 @@
 //! - [`oci`]: the `/v2` wire format of the OCI distribution spec (only it knows OCI
 //!   headers and the OCI error envelope);
 //! - [`packs`]: the `/packs` JSON facade (only it knows the facade's JSON);
-//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, and the request-metrics middleware.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`, and the request-metrics middleware;
+//! - [`ui`]: the web UI at `/ui/` (HTML over the same domain calls as `/packs`).
 //!
 //! This module holds what they share: the application state, the query parser, the
 //! `Range` header and partial-content answers ([`range`]), and the one bridge that
@@ -24,6 +25,7 @@ pub mod ops;
 pub mod packs;
 pub mod range;
 pub mod tls;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -85,6 +87,7 @@ pub fn app(
     >,
 > {
     let metrics_here = state.config.telemetry.metrics_listen.is_none();
+    let ui = state.config.ui.enabled;
     let data = web::Data::new(state);
     App::new()
         .app_data(data.clone())
@@ -92,6 +95,7 @@ pub fn app(
         .configure(packs::routes)
         .configure(move |cfg| ops::routes(cfg, metrics_here))
         .configure(auth::routes)
+        .configure(move |cfg| ui::routes(cfg, ui))
         .wrap(actix_web::middleware::from_fn(ops::track))
 }
 

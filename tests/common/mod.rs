@@ -294,6 +294,41 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// `POST /packs` with a `manifest` part and a `content` part.
+    pub async fn publish_pack(&self, manifest: &Value, content: &[u8]) -> TestResponse {
+        self.publish_request(manifest, content).send().await
+    }
+
+    /// [`TestApp::publish_pack`]'s request, for headers of its own.
+    pub fn publish_request(&self, manifest: &Value, content: &[u8]) -> Call<'_> {
+        const BOUNDARY: &str = "test-pack-boundary";
+        let mut body = Vec::new();
+        let m = serde_json::to_vec(manifest).unwrap();
+        for (name, kind, bytes) in [
+            ("manifest", "application/json", &m[..]),
+            ("content", "application/octet-stream", content),
+        ] {
+            body.extend_from_slice(
+                format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\
+                     Content-Type: {kind}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        self.req(Method::POST, "/packs")
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body)
+    }
+}
+
 /// Builds the application once and returns it as a function.
 async fn service(state: packs_registry::http::AppState) -> AppService {
     let app = Rc::new(actix_web::test::init_service(packs_registry::http::app(state)).await);

@@ -128,6 +128,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.envelope.error.code.status()
     }
+
+    /// What went wrong, for people.
+    pub fn message(&self) -> &str {
+        &self.envelope.error.message
+    }
 }
 
 impl From<Error> for ApiError {

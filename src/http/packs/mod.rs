@@ -203,42 +203,51 @@ async fn list(
             _ => {}
         }
     }
-    // Only what the caller may pull is listed: pages are read on until one is full
-    // (a bounded number of times), and `next` continues after the last pack looked at.
     let want = limit.unwrap_or(state.registry.pack_settings().default_page) as usize;
-    let prefix = &state.registry.pack_settings().prefix;
-    let mut packs = Vec::with_capacity(want);
-    let mut next = cursor;
-    for _ in 0..MAX_LISTING_READS {
-        let page = state
-            .registry
-            .list_packs(&filter, next.as_deref(), Some((want - packs.len()) as u32))
-            .await?;
-        next = if page.more {
-            page.items.last().map(|p| p.pack_id.clone())
-        } else {
-            None
-        };
-        packs.extend(
-            page.items
-                .into_iter()
-                .filter(|p| {
-                    state
-                        .auth
-                        .can_pull(&caller, &format!("{prefix}{}", p.pack_id))
-                })
-                .map(PackSummary::from),
-        );
-        if packs.len() >= want || next.is_none() {
-            break;
-        }
-    }
+    let (packs, next) = visible_packs(&state, &caller, &filter, cursor, want).await?;
+    let packs = packs.into_iter().map(PackSummary::from).collect();
     Ok(HttpResponse::Ok().json(PackList { packs, next }))
 }
 
 /// Pages of the index one listing reads at most while filtering out what its caller
 /// may not pull (it then answers a shorter page with `next`).
 const MAX_LISTING_READS: usize = 10;
+
+/// One page of the packs `caller` may pull, matching `filter`, after `cursor`: pages
+/// of the index are read on until `want` are found (at most [`MAX_LISTING_READS`]
+/// reads), and `next` continues after the last pack looked at. The `/packs` listing
+/// and the web UI's both list through it.
+pub(crate) async fn visible_packs(
+    state: &State,
+    caller: &crate::auth::Principal,
+    filter: &PackFilter,
+    cursor: Option<String>,
+    want: usize,
+) -> Result<(Vec<crate::metadata::PackSummaryRecord>, Option<String>), crate::registry::Error> {
+    let prefix = &state.registry.pack_settings().prefix;
+    let mut packs = Vec::with_capacity(want);
+    let mut next = cursor;
+    for _ in 0..MAX_LISTING_READS {
+        let page = state
+            .registry
+            .list_packs(filter, next.as_deref(), Some((want - packs.len()) as u32))
+            .await?;
+        next = if page.more {
+            page.items.last().map(|p| p.pack_id.clone())
+        } else {
+            None
+        };
+        packs.extend(page.items.into_iter().filter(|p| {
+            state
+                .auth
+                .can_pull(caller, &format!("{prefix}{}", p.pack_id))
+        }));
+        if packs.len() >= want || next.is_none() {
+            break;
+        }
+    }
+    Ok((packs, next))
+}
 
 #[utoipa::path(
     get,
@@ -358,7 +367,7 @@ async fn content_head(
 
 /// The headers of a content download: type, `ETag`, RFC 3230 `Digest`, the version
 /// served, and a file name.
-fn content_headers(version: &crate::metadata::PackVersionRecord) -> HttpResponseBuilder {
+pub(crate) fn content_headers(version: &crate::metadata::PackVersionRecord) -> HttpResponseBuilder {
     let mut builder = HttpResponse::Ok();
     let media_type = if HeaderValue::from_str(&version.content_media_type).is_ok() {
         version.content_media_type.as_str()
