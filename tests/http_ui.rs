@@ -199,6 +199,16 @@ async fn pack_page_shows_everything_about_a_version() {
         assert!(task.contains(needle), "{needle} not in {task}");
     }
 
+    // The reverse of dependencies, as links.
+    let analyzer = html_of(&app.get("/ui/packs/analyzer-secrets").await, StatusCode::OK);
+    assert!(
+        analyzer.contains(
+            "<h2 id=\"used-by\">Used by</h2><ul><li><a href=\"/ui/packs/task-scan-repo\">"
+        ),
+        "{analyzer}"
+    );
+    assert!(!task.contains("Used by"));
+
     // Latest is the highest release; versions highest first, the prerelease marked.
     let policy = html_of(&app.get("/ui/packs/policy-baseline").await, StatusCode::OK);
     assert!(policy.contains("<small>1.2.0</small>"), "{policy}");
@@ -449,11 +459,7 @@ async fn with_auth_pages_show_what_the_session_may_pull() {
     assert!(set.contains("SameSite=Strict") && set.contains("Path=/"));
     assert!(!set.contains("Secure"), "plain HTTP: no Secure flag");
     let carol = cookie_of(&r);
-    let get = |cookie: &str, uri: &str| {
-        app.req(Method::GET, uri)
-            .header("cookie", cookie)
-            .send()
-    };
+    let get = |cookie: &str, uri: &str| app.req(Method::GET, uri).header("cookie", cookie).send();
     let list = html_of(&get(&carol, "/ui/").await, StatusCode::OK);
     assert!(list.contains("Signed in as <strong>carol</strong>"));
     assert!(list.contains("/ui/packs/policy-baseline\""));

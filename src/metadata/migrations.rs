@@ -74,6 +74,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "garbage collection",
         include_str!("../../migrations/sqlite/0007_garbage_collection.sql"),
     ),
+    (
+        8,
+        "pack edges",
+        include_str!("../../migrations/sqlite/0008_pack_edges.sql"),
+    ),
 ];
 
 /// The PostgreSQL migrations, `migrations/postgres`.
@@ -112,6 +117,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "garbage collection",
         include_str!("../../migrations/postgres/0007_garbage_collection.sql"),
+    ),
+    (
+        8,
+        "pack edges",
+        include_str!("../../migrations/postgres/0008_pack_edges.sql"),
     ),
 ];
 
@@ -170,6 +180,7 @@ mod tests {
             "fa2e7479cf037c0bb341e4043905314e2916820dfe28097d6f6e3dd7abdb5120",
             "6ac6a1709dd91608c3ff7777908f1e05cc2efc521e53a422e3554983e1fccf18",
             "21a76e237d0703d217e7462f5f81ff0d1eb49894d661a136f29485b9cba8e8a3",
+            "990799b37668df56246e045dbaf5692076bf0f21ded441930606b8b24fcb87c6",
         ];
         let postgres = [
             "df8cfd0b59896b5db17d057a22de95990cc764c19f320c3111e1131f3647c076",
@@ -179,6 +190,7 @@ mod tests {
             "b534377120def8e37f0939b18029009dcdaf26d64c051805e3c6df1a95f72487",
             "26926c0edb85a8ac5950c7387e96447bfb0c227c1d8f04e4f52dbe464af87cf1",
             "ec4853862d647aa4a71e1ffa1e66d6246fc2fdafccde40f29c5c2be454fcebac",
+            "a2a0dd37e94468edf479862b9b3d12f0236c21dd289097a3747938374123010c",
         ];
         assert_eq!(sums(SQLITE)[..sqlite.len()], sqlite);
         assert_eq!(sums(POSTGRES)[..postgres.len()], postgres);

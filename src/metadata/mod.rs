@@ -492,6 +492,10 @@ pub trait PackIndex: Send + Sync {
     /// Every version of a pack, highest precedence first (ties: version text, descending).
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>>;
 
+    /// The packs with a version that depends on `pack_id` or holds it as a bundle
+    /// member, by id, at most `n`: an index lookup (`pack_edges`).
+    async fn pack_used_by(&self, pack_id: &str, n: u32) -> Result<Vec<String>>;
+
     /// One version of a pack, by its exact version text.
     async fn get_pack_version(
         &self,

@@ -1303,6 +1303,75 @@ pub(crate) async fn packs_follow_tags_and_manifests(s: &dyn MetadataStore) {
     assert_eq!(s.get_pack("follow").await.unwrap(), None);
 }
 
+/// Publishes `id@version` with `dependencies` and `members` (JSON array text).
+async fn publish_with_edges(
+    s: &dyn MetadataStore,
+    id: &str,
+    version: &str,
+    seed: &str,
+    dependencies: &str,
+    members: &str,
+) -> PackVersionRecord {
+    let m = manifest(&format!("{id}@{version} {seed}"));
+    let mut p = pack_row(id, version, &m, seed);
+    p.dependencies = dependencies.to_owned();
+    p.members = members.to_owned();
+    s.put_pack_manifest(
+        &p.repository,
+        &m,
+        &refs(version),
+        std::slice::from_ref(&p.tag),
+        &p,
+        false,
+        &ref_links(version),
+        &*crate::metadata::suite::PRESENT,
+        &[],
+    )
+    .await
+    .expect("put_pack_manifest");
+    p
+}
+
+/// "Used by" follows the versions that name a pack as a dependency or a member:
+/// publishes, re-indexing, deletes and tag moves.
+pub(crate) async fn packs_used_by_follows_versions(s: &dyn MetadataStore) {
+    publish_with_edges(s, "core", "1.0.0", "a", "[]", "[]").await;
+    let dep = r#"[{"packId":"core","version":"^1"}]"#;
+    publish_with_edges(s, "user-b", "1.0.0", "a", dep, "[]").await;
+    publish_with_edges(s, "user-a", "1.0.0", "a", dep, "[]").await;
+    publish_with_edges(s, "user-a", "2.0.0", "a", dep, "[]").await;
+    let kit = publish_with_edges(
+        s,
+        "kit",
+        "1.0.0",
+        "a",
+        "[]",
+        r#"[{"packId":"core","version":"1.0.0"},{"packId":"user-a","version":"2.0.0"}]"#,
+    )
+    .await;
+    assert_eq!(
+        s.pack_used_by("core", 10).await.unwrap(),
+        ["kit", "user-a", "user-b"]
+    );
+    assert_eq!(s.pack_used_by("core", 2).await.unwrap(), ["kit", "user-a"]);
+    assert_eq!(s.pack_used_by("user-a", 10).await.unwrap(), ["kit"]);
+    assert!(s.pack_used_by("nobody", 10).await.unwrap().is_empty());
+    // One version of user-a going keeps the other's edge; both going drop it.
+    assert!(s.delete_pack_version("user-a", "1.0.0").await.unwrap());
+    assert_eq!(
+        s.pack_used_by("core", 10).await.unwrap(),
+        ["kit", "user-a", "user-b"]
+    );
+    assert!(s.delete_pack_version("user-a", "2.0.0").await.unwrap());
+    assert_eq!(s.pack_used_by("core", 10).await.unwrap(), ["kit", "user-b"]);
+    // Re-indexing a version without dependencies drops its edges.
+    publish_with_edges(s, "user-b", "1.0.0", "b", "[]", "[]").await;
+    assert_eq!(s.pack_used_by("core", 10).await.unwrap(), ["kit"]);
+    // A /v2 push moving the tag off the pack drops its row, and so its edges.
+    put(s, &kit.repository, &manifest("not a pack"), &["1.0.0"]).await;
+    assert!(s.pack_used_by("core", 10).await.unwrap().is_empty());
+}
+
 /// `create_only` refuses an existing version or a taken tag, storing nothing.
 pub(crate) async fn packs_create_only(s: &dyn MetadataStore) {
     let first = publish(s, "once", "1.0.0").await;
@@ -2217,7 +2286,7 @@ macro_rules! metadata_suite {
             concurrent_pushes, migrate_twice_is_a_no_op, ping,
             packs_round_trip, packs_semver_order_and_latest, packs_follow_tags_and_manifests,
             packs_create_only, packs_link_blobs_with_the_manifest, packs_list_filter_and_search,
-            packs_concurrent_versions, packs_race_tag_deletes_and_moves, packs_create_only_race,
+            packs_concurrent_versions, packs_race_tag_deletes_and_moves, packs_create_only_race, packs_used_by_follows_versions,
             immutable_tags, references_must_be_in_the_repository,
             gc_deletes_recheck_and_respect_grace, gc_byte_deletions_and_links,
             gc_figures_and_runs, collector_lock);

@@ -3,7 +3,8 @@
 //!
 //! - Pages read the packs index and the manifest index, never storage (the download
 //!   streams the content as `/packs` does). A pack page costs a fixed number of
-//!   queries: its versions, and its manifest's referrers.
+//!   queries: its versions, the packs that use it (`pack_edges`), and its
+//!   manifest's referrers.
 //! - With `auth.mode = "token"`, signing in mints a token carrying the account's
 //!   grants, kept in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` over HTTPS);
 //!   pages show only what that token may pull. The one write, deleting a version,
@@ -39,6 +40,8 @@ const CSRF_COOKIE: &str = "packs_csrf";
 const PAGE: usize = 50;
 /// Tags shown on a repository page.
 const TAGS: u32 = 200;
+/// Packs listed under "Used by".
+const USED_BY: u32 = 100;
 /// Repositories on the status page's storage table.
 const TOP_REPOSITORIES: u32 = 10;
 
@@ -426,6 +429,15 @@ async fn pack_page(state: State, req: HttpRequest, id: &str, version: Option<&st
         .await
         .map_err(|e| UiError::domain(&state, &req, e))?
         .items;
+    let prefix = &state.registry.pack_settings().prefix;
+    let used_by: Vec<String> = state
+        .registry
+        .pack_used_by(id, USED_BY)
+        .await
+        .map_err(|e| UiError::domain(&state, &req, e))?
+        .into_iter()
+        .filter(|user| session.can_pull(&state, &format!("{prefix}{user}")))
+        .collect();
     let can_delete = state
         .auth
         .check(
@@ -439,6 +451,7 @@ async fn pack_page(state: State, req: HttpRequest, id: &str, version: Option<&st
         versions: &versions,
         dependencies: edges(&shown.dependencies),
         members: edges(&shown.members),
+        used_by: &used_by,
         metadata: metadata(&shown.metadata),
         referrers: &referrers,
         commands: commands(&state, &req, shown, session.auth_on),

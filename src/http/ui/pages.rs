@@ -240,6 +240,8 @@ pub struct PackPage<'a> {
     pub dependencies: Vec<Edge>,
     /// Its members (bundles).
     pub members: Vec<Edge>,
+    /// Packs that depend on it or hold it as a member.
+    pub used_by: &'a [String],
     /// Its `metadata`, flattened to text.
     pub metadata: Vec<(String, String)>,
     /// Signatures, SBOMs and other referrers of its manifest.
@@ -302,6 +304,16 @@ pub fn pack(page: &PackPage<'_>) -> Markup {
         }
         (edges("Dependencies", "deps", &page.dependencies))
         (edges("Bundle members", "members", &page.members))
+        @if !page.used_by.is_empty() {
+            section aria-labelledby="used-by" {
+                h2 #used-by { "Used by" }
+                ul {
+                    @for id in page.used_by {
+                        li { a href=(pack_href(id, None)) { (id) } }
+                    }
+                }
+            }
+        }
         section aria-labelledby="versions" {
             h2 #versions { "Versions" }
             table {

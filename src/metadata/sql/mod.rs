@@ -594,6 +594,21 @@ where
         rows.iter().map(rows::pack_version).collect()
     }
 
+    /// Packs using `pack_id` (dependency or member), by id, at most `n`.
+    async fn pack_used_by<'e>(
+        e: impl Executor<'e, Database = DB>,
+        pack_id: &str,
+        n: u32,
+    ) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT pack_id FROM pack_edges WHERE target = $1 ORDER BY pack_id LIMIT $2",
+        )
+        .bind(pack_id)
+        .bind(i64::from(n))
+        .fetch_all(e)
+        .await
+    }
+
     /// One version of a pack.
     async fn get_pack_version<'e>(
         e: impl Executor<'e, Database = DB>,

@@ -826,6 +826,14 @@ impl PackIndex for PostgresStore {
             .map_err(|e| conn.fail(e))
     }
 
+    #[tracing::instrument(name = "db.pack_used_by", skip_all)]
+    async fn pack_used_by(&self, pack_id: &str, n: u32) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        Sql::pack_used_by(&mut *conn, pack_id, n)
+            .await
+            .map_err(|e| conn.fail(e))
+    }
+
     #[tracing::instrument(name = "db.get_pack_version", skip_all)]
     async fn get_pack_version(
         &self,

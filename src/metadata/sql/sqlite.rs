@@ -583,6 +583,11 @@ impl PackIndex for SqliteStore {
         Ok(Sql::list_pack_versions(&self.reader, pack_id).await?)
     }
 
+    #[tracing::instrument(name = "db.pack_used_by", skip_all)]
+    async fn pack_used_by(&self, pack_id: &str, n: u32) -> Result<Vec<String>> {
+        Ok(Sql::pack_used_by(&self.reader, pack_id, n).await?)
+    }
+
     #[tracing::instrument(name = "db.get_pack_version", skip_all)]
     async fn get_pack_version(
         &self,

@@ -187,6 +187,15 @@ impl Registry {
         Ok(versions)
     }
 
+    /// The packs that depend on `pack_id` or hold it as a bundle member (any of their
+    /// versions), by id, at most `n`.
+    pub async fn pack_used_by(&self, pack_id: &str, n: u32) -> Result<Vec<String>> {
+        if !valid_pack_id(pack_id) {
+            return Ok(vec![]);
+        }
+        Ok(self.meta.pack_used_by(pack_id, n).await?)
+    }
+
     /// The version `spec` names: an exact version (`_` may stand for `+`), or a semver
     /// requirement (`^2`, `~2.1`) resolved to the newest matching version. Text that is
     /// neither is [`Error::PackUnknown`], as is a spec nothing matches.
