@@ -6,7 +6,8 @@
 #   examples/packs/publish.sh [REGISTRY_URL]      # default http://127.0.0.1:5000
 #
 # Each pack is a folder with pack.json (the pack manifest) and content/ (tarred and
-# gzipped here, reproducibly). Publishing again is idempotent (200).
+# gzipped here, reproducibly). Publishing again is idempotent (200). With auth on, set
+# PACKS_CREDENTIALS=user:password (an account with the push grant).
 set -euo pipefail
 
 REGISTRY="${1:-${PACKS_REGISTRY:-http://127.0.0.1:5000}}"
@@ -21,6 +22,7 @@ for kind in policy analyzer task bundle; do
   tar -C "$dir/content" --sort=name --mtime='2025-01-15 00:00:00Z' \
     --owner=0 --group=0 --numeric-owner -cf - . | gzip -n -9 >"$tarball"
   status="$(curl -sS -o "$OUT/$kind.json" -w '%{http_code}' \
+    ${PACKS_CREDENTIALS:+-u "$PACKS_CREDENTIALS"} \
     -F "manifest=<$dir/pack.json;type=application/json" \
     -F "content=@$tarball;type=application/vnd.stellaops.pack.content.v1.tar+gzip" \
     "$REGISTRY/packs")"
