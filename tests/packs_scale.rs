@@ -1,6 +1,7 @@
-//! `/packs` at 100,000 packs: seeds the index (repositories, manifests, tags and pack
-//! versions, through the real migrations and triggers) and times the listing, search
-//! and version queries through the whole application, in process. A measurement, not
+//! `/packs` and the web UI at 100,000 packs: seeds the index (repositories,
+//! manifests, tags and pack versions, through the real migrations and triggers) and
+//! times the listing, search, version and page queries through the whole
+//! application, in process. A measurement, not
 //! a test with timed assertions: it is `#[ignore]`d and prints its numbers.
 //!
 //! ```sh
@@ -103,7 +104,7 @@ fn version_rows(i: usize, version: (u64, u64, u64), postgres: bool) -> [String; 
     [
         format!("('{repo}', 0)"),
         format!(
-            "('{repo}', '{manifest}', 'application/vnd.oci.image.manifest.v1+json', NULL, NULL, NULL, 2, {body}, 0)"
+            "('{repo}', '{manifest}', 'application/vnd.oci.image.manifest.v1+json', NULL, NULL, NULL, 2, {body}, 0, 0)"
         ),
         format!("('{repo}', '{v}', '{manifest}', 0)"),
         format!(
@@ -138,7 +139,7 @@ fn seed_sql(n: usize, postgres: bool) -> Vec<String> {
         statements.push(format!(
             "INSERT INTO repositories (name, created_at) VALUES {} ON CONFLICT DO NOTHING;\n\
              INSERT INTO manifests (repo, digest, media_type, artifact_type, subject_digest, \
-             annotations, size, body, created_at) VALUES {};\n\
+             annotations, size, body, created_at, pushed_at) VALUES {};\n\
              INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES {};\n\
              INSERT INTO pack_versions (pack_id, version, sort_key, prerelease, type, name, \
              description, author, search_text, repository, tag, manifest_digest, content_digest, \
@@ -265,6 +266,18 @@ async fn measure(label: &str, config: Config) {
         }),
         q("versions (300)", &|_| {
             format!("/packs/pack-{MANY:06}/versions")
+        }),
+        q("web UI: pack page", &|k| {
+            format!("/ui/packs/{}", cursors[k])
+        }),
+        q("web UI: pack page (300 versions)", &|_| {
+            format!("/ui/packs/pack-{MANY:06}")
+        }),
+        q("web UI: list, q common word", &|k| {
+            format!("/ui/?q={}", WORDS[k % WORDS.len()])
+        }),
+        q("web UI: list, deep page", &|k| {
+            format!("/ui/?cursor={}", cursors[k])
         }),
     ];
     for (name, uris) in cases {

@@ -392,8 +392,10 @@ def test_background_work_telemetry_and_tags_reach_the_configuration():
         "retention": [{"pack_type": "policy", "keep_newest": 5, "protect": ["1.*"]}],
         "tags": {"immutable": ["packs/"]},
         "telemetry": {"otlp_endpoint": "http://collector:4317", "otlp_protocol": "grpc"},
+        "ui": {"enabled": False, "session_ttl_secs": 3600},
     }})
     config = tomllib.loads(config_toml(render_objects(values)))
+    assert config["ui"] == {"enabled": False, "session_ttl_secs": 3600}
     assert config["gc"] == {"interval_secs": 600, "grace_secs": 7200}
     assert config["retention"] == [{"pack_type": "policy", "keep_newest": 5, "protect": ["1.*"]}]
     assert config["tags"]["immutable"] == ["packs/"]
