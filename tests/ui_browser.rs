@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -141,6 +143,21 @@ async fn click_to(c: &Client, css: &str, to: &str) {
     }
 }
 
+/// Presses and releases `key`.
+async fn press(c: &Client, key: Key) {
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key.into() })
+        .then(KeyAction::Up { value: key.into() });
+    c.perform_actions(keys).await.unwrap();
+}
+
+/// The class of the focused element.
+async fn active(c: &Client) -> Value {
+    c.execute("return document.activeElement.className;", vec![])
+        .await
+        .unwrap()
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -235,6 +252,22 @@ async fn browse_search_open_download_and_delete() {
     }
     accessible(&c, "pack list").await;
     screenshot(&c, "packs").await;
+
+    // The keyboard: the first Tab reaches the skip link, which leads to the content.
+    press(&c, Key::Tab).await;
+    assert_eq!(active(&c).await, json!("skip"));
+    press(&c, Key::Enter).await;
+    assert_eq!(c.current_url().await.unwrap().fragment(), Some("main"));
+    press(&c, Key::Tab).await;
+    let focused = c
+        .execute("return document.activeElement.id;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        focused,
+        json!("q"),
+        "from the content, Tab reaches the search field"
+    );
 
     c.find(Locator::Css("#type"))
         .await
