@@ -332,22 +332,20 @@ async fn delete_needs_the_csrf_token() {
     assert!(set.starts_with("packs_csrf=") && set.contains("HttpOnly"));
     assert!(set.contains("SameSite=Strict"));
     let cookie = set.split(';').next().unwrap().to_owned();
-    let token = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_owned();
+    let token = csrf_in(&page);
     assert_eq!(token.len(), 64);
 
     let post = |cookie: Option<String>, form: String| {
-        let mut call = app
-            .req(Method::POST, "/ui/packs/policy-baseline/1.0.0/delete")
-            .header("content-type", "application/x-www-form-urlencoded");
-        if let Some(c) = cookie {
-            call = call.header("cookie", c);
+        let app = &app;
+        async move {
+            post_form(
+                app,
+                "/ui/packs/policy-baseline/1.0.0/delete",
+                cookie.as_deref(),
+                &form,
+            )
+            .await
         }
-        call.body(form).send()
     };
     // No token, a wrong one, or the token without its cookie: refused, nothing gone.
     for (cookie, form) in [
@@ -401,11 +399,28 @@ fn token_mode(c: &mut Config) {
 }
 
 async fn sign_in(app: &TestApp, user: &str, password: &str) -> TestResponse {
-    app.req(Method::POST, "/ui/login")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username={user}&password={password}"))
-        .send()
-        .await
+    let form = format!("username={user}&password={password}");
+    post_form(app, "/ui/login", None, &form).await
+}
+
+/// A form `POST` to `uri`, with the `Cookie` header `cookie` if given.
+async fn post_form(app: &TestApp, uri: &str, cookie: Option<&str>, form: &str) -> TestResponse {
+    let mut call = app
+        .req(Method::POST, uri)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        call = call.header("cookie", c);
+    }
+    call.body(form.to_owned()).send().await
+}
+
+/// The CSRF token a page's form carries.
+fn csrf_in(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a form with a CSRF token")
+        .to_owned()
 }
 
 /// The `name=value` of a response's `Set-Cookie`.
@@ -495,18 +510,20 @@ async fn with_auth_pages_show_what_the_session_may_pull() {
         &get(&alice, "/ui/packs/task-scan-repo/1.0.0/delete").await,
         StatusCode::OK,
     );
-    let token = confirm
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_owned();
+    let token = csrf_in(&confirm);
     let delete = |csrf: String| {
-        app.req(Method::POST, "/ui/packs/task-scan-repo/1.0.0/delete")
-            .header("cookie", alice.clone())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}"))
-            .send()
+        let form = format!("csrf={csrf}");
+        let alice = alice.clone();
+        let app = &app;
+        async move {
+            post_form(
+                app,
+                "/ui/packs/task-scan-repo/1.0.0/delete",
+                Some(&alice),
+                &form,
+            )
+            .await
+        }
     };
     assert_eq!(delete(String::new()).await.status, StatusCode::FORBIDDEN);
     assert_eq!(
@@ -527,11 +544,10 @@ async fn with_auth_pages_show_what_the_session_may_pull() {
 
     // Sign-out needs the token too, and clears the cookie.
     let out = |csrf: String| {
-        app.req(Method::POST, "/ui/logout")
-            .header("cookie", alice.clone())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}"))
-            .send()
+        let form = format!("csrf={csrf}");
+        let alice = alice.clone();
+        let app = &app;
+        async move { post_form(app, "/ui/logout", Some(&alice), &form).await }
     };
     assert_eq!(out(String::new()).await.status, StatusCode::FORBIDDEN);
     let r = out(token).await;

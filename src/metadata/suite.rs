@@ -1135,20 +1135,25 @@ fn pack_row(id: &str, version: &str, m: &ManifestRecord, seed: &str) -> PackVers
 async fn publish(s: &dyn MetadataStore, id: &str, version: &str) -> PackVersionRecord {
     let m = manifest(&format!("{id}@{version}"));
     let p = pack_row(id, version, &m, "a");
+    index_pack(s, &m, &p).await;
+    p
+}
+
+/// Pushes `m` tagged with `p`'s version and indexes `p` (a publish).
+async fn index_pack(s: &dyn MetadataStore, m: &ManifestRecord, p: &PackVersionRecord) {
     s.put_pack_manifest(
         &p.repository,
-        &m,
-        &refs(version),
+        m,
+        &refs(&p.version),
         std::slice::from_ref(&p.tag),
-        &p,
+        p,
         false,
-        &ref_links(version),
+        &ref_links(&p.version),
         &*crate::metadata::suite::PRESENT,
         &[],
     )
     .await
     .expect("put_pack_manifest");
-    p
 }
 
 async fn versions_of(s: &dyn MetadataStore, id: &str) -> Vec<String> {
@@ -1316,19 +1321,7 @@ async fn publish_with_edges(
     let mut p = pack_row(id, version, &m, seed);
     p.dependencies = dependencies.to_owned();
     p.members = members.to_owned();
-    s.put_pack_manifest(
-        &p.repository,
-        &m,
-        &refs(version),
-        std::slice::from_ref(&p.tag),
-        &p,
-        false,
-        &ref_links(version),
-        &*crate::metadata::suite::PRESENT,
-        &[],
-    )
-    .await
-    .expect("put_pack_manifest");
+    index_pack(s, &m, &p).await;
     p
 }
 

@@ -186,6 +186,16 @@ impl Session {
         state.auth.can_pull(&self.principal, repository)
     }
 
+    fn can_delete(&self, state: &State, repository: &RepoName) -> bool {
+        state
+            .auth
+            .check(
+                &self.principal,
+                &[Need::repository(repository, Action::Delete)],
+            )
+            .is_ok()
+    }
+
     fn page(&self, title: &str, body: Markup) -> HttpResponse {
         let csrf = self.csrf();
         let chrome = pages::Chrome {
@@ -438,13 +448,7 @@ async fn pack_page(state: State, req: HttpRequest, id: &str, version: Option<&st
         .into_iter()
         .filter(|user| session.can_pull(&state, &format!("{prefix}{user}")))
         .collect();
-    let can_delete = state
-        .auth
-        .check(
-            &session.principal,
-            &[Need::repository(&shown.repository, Action::Delete)],
-        )
-        .is_ok();
+    let can_delete = session.can_delete(&state, &shown.repository);
     let page = pages::PackPage {
         shown,
         latest: &latest.version,
@@ -652,14 +656,11 @@ async fn status(state: State, req: HttpRequest) -> Page {
         u.repositories.retain(|r| session.can_pull(&state, &r.repo));
         u
     });
-    let page = session.page("Status", pages::status(&ready, usage.as_ref(), gc.as_ref()));
-    if database_up {
-        Ok(page)
-    } else {
-        let mut page = page;
+    let mut page = session.page("Status", pages::status(&ready, usage.as_ref(), gc.as_ref()));
+    if !database_up {
         *page.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        Ok(page)
     }
+    Ok(page)
 }
 
 // ---------------------------------------------------------------------------------
@@ -764,14 +765,7 @@ async fn deletable(
     let exact = find_version(&versions, version)
         .ok_or_else(|| UiError::not_found(state, req, &format!("{id} has no version {version}.")))?
         .clone();
-    let allowed = state
-        .auth
-        .check(
-            &session.principal,
-            &[Need::repository(&exact.repository, Action::Delete)],
-        )
-        .is_ok();
-    if !allowed {
+    if !session.can_delete(state, &exact.repository) {
         let message = if session.user.is_none() && session.auth_on {
             "Deleting needs the delete grant: sign in first."
         } else {
