@@ -345,6 +345,11 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     /// Root folder of the `fs` backend; empty means `<data_dir>/blobs`.
     pub path: PathBuf,
+    /// The `fs` backend writes blobs through the page cache (the default) rather than
+    /// with `O_DIRECT`: the first pull after a push then reads memory, not the disk,
+    /// and uploads go at the pace of the kernel's writeback, which on some disks is a
+    /// third of what `O_DIRECT` writes reach (docs/benchmarks.md).
+    pub cache_writes: bool,
     /// The `s3` backend.
     pub s3: S3Config,
 }
@@ -354,6 +359,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::Fs,
             path: PathBuf::new(),
+            cache_writes: true,
             s3: S3Config::default(),
         }
     }

@@ -52,7 +52,10 @@ pub async fn open_metadata(config: &Config) -> Result<DynMetadataStore, StartErr
 /// Opens the blob backend named by the configuration.
 pub fn open_storage(config: &Config) -> Result<DynBlobStore, StartError> {
     Ok(match config.storage.backend {
-        StorageBackend::Fs => Arc::new(FsBlobStore::open(config.storage_path())?),
+        StorageBackend::Fs => Arc::new(
+            FsBlobStore::open(config.storage_path())?
+                .with_cached_writes(config.storage.cache_writes),
+        ),
         StorageBackend::Memory => Arc::new(ObjectBlobStore::in_memory()),
         StorageBackend::S3 => Arc::new(ObjectBlobStore::s3(&config.storage.s3)?),
     })

@@ -593,6 +593,22 @@ mod fs {
     }
 
     blob_store_suite!(open);
+
+    /// The same cases with blobs written around the page cache (`O_DIRECT`,
+    /// `storage.cache_writes = false`).
+    mod direct_writes {
+        use crate::storage::FsBlobStore;
+
+        async fn open() -> (FsBlobStore, tempfile::TempDir) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = FsBlobStore::open(dir.path())
+                .expect("open fs store")
+                .with_cached_writes(false);
+            (store, dir)
+        }
+
+        blob_store_suite!(open);
+    }
 }
 
 mod memory {

@@ -51,6 +51,9 @@ pub struct FsBlobStore {
     opens_inline: bool,
     /// How long [`BlobStore::lock_upload`] waits for a held lock.
     lock_wait: Duration,
+    /// Whether parts are written through the page cache rather than with `O_DIRECT`
+    /// (`storage.cache_writes`; see [`write::BlobFile`]).
+    cache_writes: bool,
 }
 
 impl FsBlobStore {
@@ -65,7 +68,17 @@ impl FsBlobStore {
             booted: write::boot_time(),
             opens_inline,
             lock_wait: LOCK_WAIT,
+            cache_writes: true,
         })
+    }
+
+    /// The same store, writing parts through the page cache if `cached` (the
+    /// default), with `O_DIRECT` if not (see [`write::BlobFile`]): through the cache,
+    /// the first pull after a push is served from memory, and uploads go at the pace
+    /// of the kernel's writeback.
+    pub fn with_cached_writes(mut self, cached: bool) -> Self {
+        self.cache_writes = cached;
+        self
     }
 
     /// The same store, waiting at most `wait` (instead of 3 s) for an upload another

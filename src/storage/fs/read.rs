@@ -35,7 +35,7 @@ const READS_IN_FLIGHT: usize = 4;
 
 /// Largest blob whose cold reads fill the page cache (see [`ServedFile::read`]);
 /// larger ones would push out many hotter blobs.
-const CACHE_BLOBS_UP_TO: u64 = 1024 * 1024 * 1024;
+pub(super) const CACHE_BLOBS_UP_TO: u64 = 1024 * 1024 * 1024;
 
 /// How far past the chunk being read a download asks the kernel to read ahead.
 const READ_AHEAD: u64 = 4 * READ_CHUNK as u64;
@@ -164,7 +164,9 @@ impl ServedFile {
     /// where the download stops.
     ///
     /// Blobs are written with `O_DIRECT` (see [`BlobFile`](super::write::BlobFile)),
-    /// so a blob pulled right after its push is not in the page cache. Each read
+    /// so a blob is not in the page cache until its commit has read it back, and a
+    /// pull right after the push may find it partly cached; a blob whose pages were
+    /// evicted since is read from the disk again. Each read
     /// first asks the kernel for its chunk and the next [`READ_AHEAD`] bytes
     /// (`WILLNEED`, which starts disk reads for the pages not cached and returns), so
     /// a cold blob comes off the disk once, several chunks ahead of the consumer, and

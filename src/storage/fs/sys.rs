@@ -129,25 +129,6 @@ pub(super) fn is_local_filesystem(_root: &Path) -> bool {
 /// (with readahead), as they would without `O_DIRECT`.
 #[cfg(target_os = "linux")]
 pub(super) fn all_cached(file: &std::fs::File, offset: u64, len: u64) -> Option<bool> {
-    use std::os::fd::AsRawFd;
-    /// `struct cachestat_range` of <linux/mman.h>.
-    #[repr(C)]
-    struct Range {
-        off: u64,
-        len: u64,
-    }
-    /// `struct cachestat` of <linux/mman.h>.
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        nr_cache: u64,
-        nr_dirty: u64,
-        nr_writeback: u64,
-        nr_evicted: u64,
-        nr_recently_evicted: u64,
-    }
-    /// Its number in the table shared by every architecture since Linux 5.1.
-    const SYS_CACHESTAT: libc::c_long = 451;
     if len == 0 {
         return Some(true);
     }
@@ -156,8 +137,49 @@ pub(super) fn all_cached(file: &std::fs::File, offset: u64, len: u64) -> Option<
         p if p > 0 => p as u64,
         _ => return None,
     };
+    let pages = (offset + len).div_ceil(page) - offset / page;
+    Some(cachestat(file, offset, len)?.nr_cache >= pages)
+}
+
+/// Pages of `len` bytes of `file` at `offset` that are dirty or being written back
+/// (`cachestat`); `None` where the call is missing or fails.
+#[cfg(all(test, target_os = "linux"))]
+pub(super) fn dirty_pages(file: &std::fs::File, offset: u64, len: u64) -> Option<u64> {
+    let stat = cachestat(file, offset, len)?;
+    Some(stat.nr_dirty + stat.nr_writeback)
+}
+
+#[cfg(all(test, not(target_os = "linux")))]
+pub(super) fn dirty_pages(_file: &std::fs::File, _offset: u64, _len: u64) -> Option<u64> {
+    None
+}
+
+/// `struct cachestat` of <linux/mman.h>.
+#[cfg(target_os = "linux")]
+#[repr(C)]
+#[derive(Default)]
+struct CacheStat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// The `cachestat` system call over `len` bytes of `file` at `offset`.
+#[cfg(target_os = "linux")]
+fn cachestat(file: &std::fs::File, offset: u64, len: u64) -> Option<CacheStat> {
+    use std::os::fd::AsRawFd;
+    /// `struct cachestat_range` of <linux/mman.h>.
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    /// Its number in the table shared by every architecture since Linux 5.1.
+    const SYS_CACHESTAT: libc::c_long = 451;
     let range = Range { off: offset, len };
-    let mut stat = Stat::default();
+    let mut stat = CacheStat::default();
     // SAFETY: both pointers are to live, properly laid out structs for the call's
     // duration; the descriptor is valid for as long as `file` is borrowed.
     let r = unsafe {
@@ -165,15 +187,11 @@ pub(super) fn all_cached(file: &std::fs::File, offset: u64, len: u64) -> Option<
             SYS_CACHESTAT,
             file.as_raw_fd(),
             &range as *const Range,
-            &mut stat as *mut Stat,
+            &mut stat as *mut CacheStat,
             0u32,
         )
     };
-    if r != 0 {
-        return None;
-    }
-    let pages = (offset + len).div_ceil(page) - offset / page;
-    Some(stat.nr_cache >= pages)
+    (r == 0).then_some(stat)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -225,6 +243,35 @@ pub(super) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 
 #[cfg(not(target_os = "linux"))]
 pub(super) fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
+/// Writes `len` bytes at `offset` of `file` back to the disk and waits until they are
+/// there: what an `O_DIRECT` write guarantees when it returns (the bytes left the
+/// machine's memory; the file's metadata and the disk's own cache wait for the
+/// `fsync` at commit). Elsewhere than on Linux, the file's data is synced.
+#[cfg(target_os = "linux")]
+pub(super) fn write_back(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return file.sync_data();
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is
+    // valid for as long as `file` is borrowed.
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn write_back(file: &std::fs::File, _offset: u64, _len: u64) -> std::io::Result<()> {
+    file.sync_data()
+}
 
 /// Takes an exclusive `flock` on `file`: with `wait`, waiting for it (a blocking
 /// call); without, only if no one holds it. Returns whether it was taken.

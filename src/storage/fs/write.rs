@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use uuid::Uuid;
 
-use super::read::READ_CHUNK;
+use super::read::{CACHE_BLOBS_UP_TO, READ_CHUNK};
 use super::{FsBlobStore, blocking, sys};
 use crate::digest::Digest;
 use crate::storage::{ByteBudget, ByteStream, PartInfo, StorageError, StorageKey};
@@ -29,10 +29,12 @@ use crate::storage::{ByteBudget, ByteStream, PartInfo, StorageError, StorageKey}
 /// one benchmark machine a flush took 10-14 ms, and an `fsync` per 8 MiB PATCH held
 /// chunked uploads to 77-83 % of monolithic ones (docs/benchmarks.md). A file created
 /// before this boot may have lost unsynced parts in the crash, so the commit reads it
-/// back and checks it against the digest. Where either time is unknown, and for
-/// parts written through the page cache (a filesystem without `O_DIRECT`, whose volume
-/// could be moved to another machine after a crash), every part is synced as it is
-/// written, as before.
+/// back and checks it against the digest. Parts written through the page cache by
+/// choice (`storage.cache_writes`, local filesystems only) wait for their writeback
+/// instead, which gives the same guarantee ([`sys::write_back`]). Where either time is
+/// unknown, and for parts written through the page cache of a filesystem without
+/// `O_DIRECT` (whose volume could be moved to another machine after a crash), every
+/// part is synced as it is written, as before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Written {
     /// Every part was synced when written.
@@ -103,17 +105,20 @@ impl FsBlobStore {
         let budget = ByteBudget::new(WRITE_QUEUE_BYTES);
         let (tx, mut rx) = mpsc::unbounded_channel::<Feed>();
         let booted = self.booted;
+        // Only on local filesystems: on a network one, waiting for writeback may not
+        // mean the bytes left the machine, and every part is synced instead.
+        let cached = self.cache_writes && self.opens_inline;
         let gone = Gone::default();
         let request_gone = gone.0.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             std::fs::create_dir_all(path.parent().expect("part has a parent"))?;
-            let (file, direct) = BlobFile::open_locked(&path)?;
+            let (file, direct) = BlobFile::open_locked(&path, cached)?;
             if request_gone.load(Ordering::Acquire) {
                 // Dropped before this thread got the file: a later request may have
                 // written to it since, so leave it alone.
                 return Err(StorageError::Other("the part's request is gone".into()));
             }
-            let mut file = BlobFile::start(file, offset, direct)?;
+            let mut file = BlobFile::start(file, offset, direct, cached)?;
             let written = file.fill(&mut rx, booted);
             if written.is_err() {
                 file.put_back();
@@ -169,7 +174,8 @@ impl FsBlobStore {
         let total: u64 = parts.iter().map(|p| p.size).sum();
         let booted = self.booted;
         let digest = digest.clone();
-        blocking(move || {
+        let warm = blocking(move || {
+            let mut warm = None;
             if !target.exists() {
                 let dir = target.parent().expect("blob has a parent");
                 create_dir_durable(dir)?;
@@ -202,14 +208,26 @@ impl FsBlobStore {
                 }
                 std::fs::rename(&data, &target)?;
                 sync_dir(dir)?;
+                if total > 0 && total <= CACHE_BLOBS_UP_TO {
+                    warm = Some(file);
+                }
             }
             match std::fs::remove_dir_all(&upload_dir) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Ok(()) => Ok(warm),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(warm),
                 Err(e) => Err(e.into()),
             }
         })
-        .await
+        .await?;
+        if let Some(file) = warm {
+            // The parts went to the disk with O_DIRECT, around the page cache, so the
+            // first pull of a new blob (a publish fanning out to its consumers) would
+            // read it off the disk; Distribution's buffered writes leave it cached.
+            // Reading it back into the cache now, off the request's path, makes that
+            // pull a warm one. The commit has answered by then: nothing waits for this.
+            tokio::task::spawn_blocking(move || sys::read_ahead(&file, 0, total));
+        }
+        Ok(())
     }
 }
 
@@ -220,9 +238,13 @@ impl FsBlobStore {
 /// the page cache and then `fsync`ing it ran at ~220 MB/s (~720 MB/s with early
 /// writeback), with two thirds of the server's CPU time in the kernel copying into
 /// page-cache folios; the same bytes written with `O_DIRECT` from an aligned buffer,
-/// then `fsync`ed, ran at ~1.2-1.5 GB/s. A registry rarely reads a blob right after
-/// writing it, so the page cache bought nothing there. Filesystems that refuse
-/// `O_DIRECT` (tmpfs, some network filesystems) get the buffered path.
+/// then `fsync`ed, ran at ~1.2-1.5 GB/s. A new blob is read back into the cache after
+/// its commit instead, off the request's path (see `FsBlobStore::commit_upload`), for
+/// the first pull after a push; a pull that comes at once still reads the disk.
+/// `storage.cache_writes` writes through the page cache instead, so even that pull
+/// reads memory, at the cost of upload speed where the kernel's writeback is slow
+/// (docs/benchmarks.md). Filesystems that refuse `O_DIRECT` (tmpfs, some network
+/// filesystems) get the buffered path.
 pub(super) struct BlobFile {
     file: std::fs::File,
     /// Aligned staging buffer, when the file was opened with `O_DIRECT`.
@@ -232,6 +254,11 @@ pub(super) struct BlobFile {
     end: u64,
     /// End of what early writeback was started for (page-cache path).
     handed: u64,
+    /// Written through the page cache by choice (`storage.cache_writes`) on a
+    /// filesystem that does `O_DIRECT`: a part then waits for its pages to be written
+    /// back, which leaves the machine's memory as an `O_DIRECT` write would, instead
+    /// of syncing the file (see [`Written`]).
+    waits_writeback: bool,
 }
 
 /// A heap buffer of [`DIRECT_CHUNK`] bytes whose start is [`sys::DIRECT_ALIGN`]-aligned.
@@ -289,12 +316,13 @@ impl BlobFile {
     /// cut off first, what lies before it is kept.
     #[cfg(test)]
     pub(super) fn open_at(path: &Path, offset: u64) -> std::io::Result<Self> {
-        let (file, direct) = Self::open_locked(path)?;
-        Self::start(file, offset, direct)
+        let (file, direct) = Self::open_locked(path, false)?;
+        Self::start(file, offset, direct, false)
     }
 
     /// Opens (creating) `path` for writing, with `O_DIRECT` where the filesystem
-    /// does it (and then a staging buffer), and locks it (`flock`, waiting) until the
+    /// does it and `cached` does not ask for the page cache (and then a staging
+    /// buffer), and locks it (`flock`, waiting) until the
     /// file is closed.
     ///
     /// Writers of one upload already serialize on the upload's lock, but a request
@@ -303,12 +331,20 @@ impl BlobFile {
     /// commit, waits here for that, which takes no longer than writing the queue (no
     /// network wait). A writing thread that only gets here after its request was
     /// dropped must leave the file alone (see `Gone`).
-    fn open_locked(path: &Path) -> std::io::Result<(std::fs::File, Option<AlignedBuf>)> {
+    fn open_locked(
+        path: &Path,
+        cached: bool,
+    ) -> std::io::Result<(std::fs::File, Option<AlignedBuf>)> {
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
-        let (file, direct) = match sys::open_direct(&options, path)? {
+        let direct = if cached {
+            None
+        } else {
+            sys::open_direct(&options, path)?
+        };
+        let (file, direct) = match direct {
             Some(file) => (file, Some(AlignedBuf::new())),
-            // The filesystem does not do O_DIRECT: write through the page cache.
+            // Asked for, or the filesystem does not do O_DIRECT: through the page cache.
             None => (options.open(path)?, None),
         };
         sys::lock_exclusive(&file, true)?;
@@ -324,7 +360,8 @@ impl BlobFile {
         booted: Option<SystemTime>,
     ) -> Result<u64, StorageError> {
         let created = self.file.metadata()?.created().ok();
-        let sync = self.direct.is_none() || written(created, booted) != Written::SinceBoot;
+        let unsynced = self.direct.is_some() || self.waits_writeback;
+        let sync = !unsynced || written(created, booted) != Written::SinceBoot;
         while let Some(feed) = rx.blocking_recv() {
             match feed {
                 Feed::Bytes(chunk, _permit) => self.write(&chunk)?,
@@ -349,10 +386,13 @@ impl BlobFile {
         }
     }
 
+    /// Starts writing at `offset` of `file` as [`open_locked`](Self::open_locked)
+    /// opened it; `cached`: through the page cache by choice.
     fn start(
         mut file: std::fs::File,
         offset: u64,
         mut direct: Option<AlignedBuf>,
+        cached: bool,
     ) -> std::io::Result<Self> {
         use std::io::Seek;
         // Shorter than the parts recorded before this one: bytes were lost (every
@@ -368,6 +408,7 @@ impl BlobFile {
             file.set_len(offset)?;
         }
         let mut at = offset;
+        let waits_writeback = cached && direct.is_none();
         if let Some(buf) = direct.as_mut() {
             // O_DIRECT writes whole aligned blocks: start at the block holding `offset`,
             // with the bytes of it that are already there.
@@ -390,6 +431,7 @@ impl BlobFile {
             start: offset,
             end: offset,
             handed: offset,
+            waits_writeback,
         })
     }
 
@@ -432,6 +474,8 @@ impl BlobFile {
         }
         if sync {
             self.file.sync_all()?;
+        } else if self.waits_writeback {
+            sys::write_back(&self.file, self.start, self.end - self.start)?;
         }
         Ok(self.end - self.start)
     }
@@ -497,9 +541,9 @@ pub(super) mod tests {
 
     /// A store that takes the machine to have booted at `booted`; `None` where the
     /// temporary directory's filesystem keeps no birth times (nothing to test there).
-    fn store_booted_at(dir: &Path, booted: SystemTime) -> Option<FsBlobStore> {
+    fn store_booted_at(dir: &Path, booted: SystemTime, cached: bool) -> Option<FsBlobStore> {
         std::fs::metadata(dir).ok()?.created().ok()?;
-        let mut store = FsBlobStore::open(dir).unwrap();
+        let mut store = FsBlobStore::open(dir).unwrap().with_cached_writes(cached);
         store.booted = Some(booted);
         Some(store)
     }
@@ -538,9 +582,15 @@ pub(super) mod tests {
     /// that lost bytes never becomes a blob; an intact one does.
     #[tokio::test]
     async fn a_commit_checks_an_upload_written_before_boot() {
+        for cached in [true, false] {
+            a_commit_checks_an_upload_written_before_boot_with(cached).await;
+        }
+    }
+
+    async fn a_commit_checks_an_upload_written_before_boot_with(cached: bool) {
         let dir = tempfile::tempdir().unwrap();
         let later = SystemTime::now() + Duration::from_secs(3600);
-        let Some(store) = store_booted_at(dir.path(), later) else {
+        let Some(store) = store_booted_at(dir.path(), later, cached) else {
             eprintln!("no file birth times here: every part is synced, nothing to check");
             return;
         };
@@ -574,18 +624,101 @@ pub(super) mod tests {
     /// time shows), so the commit costs one sync and no second pass over the bytes.
     #[tokio::test]
     async fn a_commit_trusts_an_upload_written_since_boot() {
-        let dir = tempfile::tempdir().unwrap();
-        let earlier = SystemTime::now() - Duration::from_secs(3600);
-        let Some(store) = store_booted_at(dir.path(), earlier) else {
-            return;
-        };
+        for cached in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let earlier = SystemTime::now() - Duration::from_secs(3600);
+            let Some(store) = store_booted_at(dir.path(), earlier, cached) else {
+                return;
+            };
+            a_commit_trusts_with(&store).await;
+        }
+    }
+
+    async fn a_commit_trusts_with(store: &FsBlobStore) {
         let bytes: Vec<u8> = (0..DIRECT_CHUNK as u32 + 5)
             .map(|i| (i % 251) as u8)
             .collect();
         let digest = Digest::of(Algorithm::Sha256, &bytes);
-        let (id, parts) = upload_then_damage(&store, &bytes).await;
+        let (id, parts) = upload_then_damage(store, &bytes).await;
         store.commit(id, &parts, &digest).await.unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(bytes.len() as u64));
+    }
+
+    /// A new blob is read back into the page cache after its commit, so that the
+    /// first pull after a push is served from memory, as it would be had the parts
+    /// gone through the cache: where the parts went around it (`O_DIRECT`), nothing
+    /// of the blob is cached before the commit.
+    #[tokio::test]
+    async fn a_committed_blob_comes_into_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path())
+            .unwrap()
+            .with_cached_writes(false);
+        let bytes: Vec<u8> = (0..4 * DIRECT_CHUNK as u32 + 11)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        let id = Uuid::new_v4();
+        let part = store.put_part(id, 0, 0, one_chunk(&bytes)).await.unwrap();
+        let len = bytes.len() as u64;
+        let data = std::fs::File::open(store.data_path(id)).unwrap();
+        let Some(cached) = sys::all_cached(&data, 0, len) else {
+            eprintln!("no cachestat here: nothing to check");
+            return;
+        };
+        if cached {
+            eprintln!("the parts went through the page cache here: nothing to check");
+            return;
+        }
+        drop(data);
+        store.commit(id, &[part], &digest).await.unwrap();
+        let blob = std::fs::File::open(store.path(&StorageKey::Blob(digest))).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sys::all_cached(&blob, 0, len) != Some(true) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new blob was not read into the page cache"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// With `storage.cache_writes`, a blob is in the page cache as soon as its commit
+    /// returns, with no read of the disk, and a part has been written back when it
+    /// returns (nothing of it is dirty).
+    #[tokio::test]
+    async fn cached_writes_leave_the_blob_in_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path())
+            .unwrap()
+            .with_cached_writes(true);
+        let bytes: Vec<u8> = (0..3 * DIRECT_CHUNK as u32 + 7)
+            .map(|i| (i % 239) as u8)
+            .collect();
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        let id = Uuid::new_v4();
+        let half = bytes.len() / 2;
+        let first = store.put_part(id, 0, 0, one_chunk(&bytes[..half])).await;
+        let first = first.unwrap();
+        let data = std::fs::File::open(store.data_path(id)).unwrap();
+        if let Some(dirty) = sys::dirty_pages(&data, 0, half as u64) {
+            assert_eq!(dirty, 0, "a part returned before its pages were written back");
+        }
+        drop(data);
+        let second = store.put_part(id, 1, half as u64, one_chunk(&bytes[half..]));
+        let parts = [first, second.await.unwrap()];
+        store.commit(id, &parts, &digest).await.unwrap();
+        let blob = std::fs::File::open(store.path(&StorageKey::Blob(digest))).unwrap();
+        let len = bytes.len() as u64;
+        if let Some(cached) = sys::all_cached(&blob, 0, len) {
+            assert!(cached, "the blob was written around the page cache");
+        }
+        let mut stored = Vec::new();
+        let mut s = store.get(&Digest::of(Algorithm::Sha256, &bytes), None).await.unwrap();
+        while let Some(chunk) = s.next().await {
+            stored.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(stored == bytes, "the blob was stored as written");
     }
 
     /// `bytes` in chunks of 64 KiB, then a failure, as when the client goes away.
@@ -599,12 +732,21 @@ pub(super) mod tests {
     }
 
     /// A part whose body fails leaves the upload's file as it was before the part,
-    /// on and off block boundaries and past whole O_DIRECT buffers: nothing of it
-    /// stays on the disk (which may be full), and the upload resumes from there.
+    /// on and off block boundaries and past whole O_DIRECT buffers, written through
+    /// the page cache or around it: nothing of it stays on the disk (which may be
+    /// full), and the upload resumes from there.
     #[tokio::test]
     async fn a_failed_part_leaves_the_file_as_it_was() {
+        for cached in [true, false] {
+            a_failed_part_leaves_the_file_as_it_was_with(cached).await;
+        }
+    }
+
+    async fn a_failed_part_leaves_the_file_as_it_was_with(cached: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = FsBlobStore::open(dir.path())
+            .unwrap()
+            .with_cached_writes(cached);
         let bytes: Vec<u8> = (0..3 * DIRECT_CHUNK as u32 + 77)
             .map(|i| (i % 249) as u8)
             .collect();
@@ -717,7 +859,7 @@ pub(super) mod tests {
                     .write(true)
                     .open(path)
                     .unwrap();
-                file = BlobFile::start(plain, from as u64, None).unwrap();
+                file = BlobFile::start(plain, from as u64, None, false).unwrap();
             }
             for piece in bytes[from..to].chunks(3_001) {
                 file.write(piece).unwrap();
