@@ -174,6 +174,7 @@ impl FsBlobStore {
         let total: u64 = parts.iter().map(|p| p.size).sum();
         let booted = self.booted;
         let digest = digest.clone();
+        let read_back = !(self.cache_writes && self.opens_inline);
         let warm = blocking(move || {
             let mut warm = None;
             if !target.exists() {
@@ -208,7 +209,7 @@ impl FsBlobStore {
                 }
                 std::fs::rename(&data, &target)?;
                 sync_dir(dir)?;
-                if total > 0 && total <= CACHE_BLOBS_UP_TO {
+                if read_back && total > 0 && total <= CACHE_BLOBS_UP_TO {
                     warm = Some(file);
                 }
             }
@@ -223,8 +224,9 @@ impl FsBlobStore {
             // The parts went to the disk with O_DIRECT, around the page cache, so the
             // first pull of a new blob (a publish fanning out to its consumers) would
             // read it off the disk; Distribution's buffered writes leave it cached.
-            // Reading it back into the cache now, off the request's path, makes that
-            // pull a warm one. The commit has answered by then: nothing waits for this.
+            // Reading it back into the cache now, off the request's path, makes a pull
+            // that comes a little later (after the manifest push) a warm one; one that
+            // comes at once still reads the disk. Nothing waits for this.
             tokio::task::spawn_blocking(move || sys::read_ahead(&file, 0, total));
         }
         Ok(())
@@ -234,17 +236,21 @@ impl FsBlobStore {
 /// A file being written from start to end, either through the page cache or with
 /// `O_DIRECT` (Linux).
 ///
-/// Why `O_DIRECT`: on the benchmark machine (docs/benchmarks.md) writing a blob through
-/// the page cache and then `fsync`ing it ran at ~220 MB/s (~720 MB/s with early
-/// writeback), with two thirds of the server's CPU time in the kernel copying into
-/// page-cache folios; the same bytes written with `O_DIRECT` from an aligned buffer,
-/// then `fsync`ed, ran at ~1.2-1.5 GB/s. A new blob is read back into the cache after
-/// its commit instead, off the request's path (see `FsBlobStore::commit_upload`), for
-/// the first pull after a push; a pull that comes at once still reads the disk.
-/// `storage.cache_writes` writes through the page cache instead, so even that pull
-/// reads memory, at the cost of upload speed where the kernel's writeback is slow
-/// (docs/benchmarks.md). Filesystems that refuse `O_DIRECT` (tmpfs, some network
-/// filesystems) get the buffered path.
+/// Through the page cache by default (`storage.cache_writes`): the first pull after a
+/// push, what every publish fanning out to its consumers does, then reads memory, as
+/// it does from Distribution, whose buffered writes leave a new blob cached. Each
+/// part waits for its writeback before it is acknowledged ([`sys::write_back`]).
+///
+/// Why `O_DIRECT` can be asked for (`cache_writes = false`): on one benchmark machine
+/// (docs/benchmarks.md) writing a blob through the page cache and then `fsync`ing it
+/// ran at ~220 MB/s (~720 MB/s with early writeback), with two thirds of the server's
+/// CPU time in the kernel copying into page-cache folios; the same bytes written with
+/// `O_DIRECT` from an aligned buffer, then `fsync`ed, ran at ~1.2-1.5 GB/s. On the
+/// machine of 2026-12-05, uploads through the cache ran at 0.73-1.31x those with
+/// `O_DIRECT`. With `O_DIRECT`, a new blob is read back into the cache after its
+/// commit, off the request's path (see `FsBlobStore::commit_upload`); a pull that
+/// comes at once still reads the disk. Filesystems that refuse `O_DIRECT` (tmpfs,
+/// some network filesystems) get the buffered path.
 pub(super) struct BlobFile {
     file: std::fs::File,
     /// Aligned staging buffer, when the file was opened with `O_DIRECT`.
@@ -702,7 +708,10 @@ pub(super) mod tests {
         let first = first.unwrap();
         let data = std::fs::File::open(store.data_path(id)).unwrap();
         if let Some(dirty) = sys::dirty_pages(&data, 0, half as u64) {
-            assert_eq!(dirty, 0, "a part returned before its pages were written back");
+            assert_eq!(
+                dirty, 0,
+                "a part returned before its pages were written back"
+            );
         }
         drop(data);
         let second = store.put_part(id, 1, half as u64, one_chunk(&bytes[half..]));
@@ -714,7 +723,10 @@ pub(super) mod tests {
             assert!(cached, "the blob was written around the page cache");
         }
         let mut stored = Vec::new();
-        let mut s = store.get(&Digest::of(Algorithm::Sha256, &bytes), None).await.unwrap();
+        let mut s = store
+            .get(&Digest::of(Algorithm::Sha256, &bytes), None)
+            .await
+            .unwrap();
         while let Some(chunk) = s.next().await {
             stored.extend_from_slice(&chunk.unwrap());
         }
