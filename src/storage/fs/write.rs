@@ -545,6 +545,16 @@ pub(super) mod tests {
         futures_util::stream::iter([Ok(Bytes::copy_from_slice(bytes))]).boxed()
     }
 
+    /// The whole of blob `digest`, read back through the store.
+    async fn read_blob(store: &FsBlobStore, digest: &Digest) -> Vec<u8> {
+        let mut back = Vec::new();
+        let mut s = store.get(digest, None).await.unwrap();
+        while let Some(chunk) = s.next().await {
+            back.extend_from_slice(&chunk.unwrap());
+        }
+        back
+    }
+
     /// A store that takes the machine to have booted at `booted`; `None` where the
     /// temporary directory's filesystem keeps no birth times (nothing to test there).
     fn store_booted_at(dir: &Path, booted: SystemTime, cached: bool) -> Option<FsBlobStore> {
@@ -617,11 +627,7 @@ pub(super) mod tests {
         let id = Uuid::new_v4();
         let part = store.put_part(id, 0, 0, one_chunk(&bytes)).await.unwrap();
         store.commit(id, &[part], &digest).await.unwrap();
-        let mut stored = Vec::new();
-        let mut s = store.get(&digest, None).await.unwrap();
-        while let Some(chunk) = s.next().await {
-            stored.extend_from_slice(&chunk.unwrap());
-        }
+        let stored = read_blob(&store, &digest).await;
         assert!(stored == bytes, "the intact upload was stored as written");
     }
 
@@ -717,19 +723,12 @@ pub(super) mod tests {
         let second = store.put_part(id, 1, half as u64, one_chunk(&bytes[half..]));
         let parts = [first, second.await.unwrap()];
         store.commit(id, &parts, &digest).await.unwrap();
-        let blob = std::fs::File::open(store.path(&StorageKey::Blob(digest))).unwrap();
+        let blob = std::fs::File::open(store.path(&StorageKey::Blob(digest.clone()))).unwrap();
         let len = bytes.len() as u64;
         if let Some(cached) = sys::all_cached(&blob, 0, len) {
             assert!(cached, "the blob was written around the page cache");
         }
-        let mut stored = Vec::new();
-        let mut s = store
-            .get(&Digest::of(Algorithm::Sha256, &bytes), None)
-            .await
-            .unwrap();
-        while let Some(chunk) = s.next().await {
-            stored.extend_from_slice(&chunk.unwrap());
-        }
+        let stored = read_blob(&store, &digest).await;
         assert!(stored == bytes, "the blob was stored as written");
     }
 
@@ -791,11 +790,7 @@ pub(super) mod tests {
             );
             let digest = Digest::of(Algorithm::Sha256, &bytes);
             store.commit(id, &parts, &digest).await.unwrap();
-            let mut back = Vec::new();
-            let mut s = store.get(&digest, None).await.unwrap();
-            while let Some(chunk) = s.next().await {
-                back.extend_from_slice(&chunk.unwrap());
-            }
+            let back = read_blob(&store, &digest).await;
             assert!(back == bytes, "resumed after {first} bytes");
             store.delete(&digest).await.unwrap();
         }
@@ -837,11 +832,7 @@ pub(super) mod tests {
             .unwrap();
         let digest = Digest::of(Algorithm::Sha256, &bytes);
         store.commit(id, &[first, second], &digest).await.unwrap();
-        let mut back = Vec::new();
-        let mut s = store.get(&digest, None).await.unwrap();
-        while let Some(chunk) = s.next().await {
-            back.extend_from_slice(&chunk.unwrap());
-        }
+        let back = read_blob(&store, &digest).await;
         assert!(back == bytes, "the dropped part's bytes got into the blob");
     }
 
