@@ -141,7 +141,7 @@ impl Content {
             None => self.size,
         };
         match self.body {
-            Some(body) => builder.body(SizedStream::new(len, body)),
+            Some(body) => builder.body(super::body::response(len, body)),
             None => builder.body(SizedStream::new(
                 len,
                 futures_util::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),

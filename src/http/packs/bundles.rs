@@ -93,7 +93,7 @@ pub(super) async fn export(
         .insert_header(("Bundle-Blobs", plan.blobs.to_string()));
     let size = plan.size;
     let body = state.registry.export_stream(plan);
-    Ok(builder.body(actix_web::body::SizedStream::new(size, body)))
+    Ok(builder.body(crate::http::body::response(size, body)))
 }
 
 #[utoipa::path(

@@ -582,7 +582,7 @@ async fn download(state: State, req: HttpRequest, path: web::Path<(String, Strin
         )
     })?;
     Ok(crate::http::packs::content_headers(&record)
-        .body(actix_web::body::SizedStream::new(read.size, body)))
+        .body(crate::http::body::response(read.size, body)))
 }
 
 /// A repository: its tags, and the manifest `?ref=` names (a tag or a digest).
