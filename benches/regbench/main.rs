@@ -3012,18 +3012,16 @@ async fn run(opts: Opts) -> R<()> {
     tokio::time::sleep(Duration::from_secs(25)).await;
     let mut totals = BTreeMap::new();
     for s in &bench.servers {
+        let rss = s.rss();
         eprintln!(
             "  {}: idle RSS after the workload {:.1} MiB, of which allocated {:.1} MiB \
              and file-backed (code, data, libraries) {:.1} MiB",
             s.who.label(),
-            s.rss(),
+            rss,
             status_mib(s.proc.pid(), "RssAnon:"),
             status_mib(s.proc.pid(), "RssFile:"),
         );
-        totals.insert(
-            s.who,
-            (idle[&s.who], s.rss(), s.hwm(), s.cpu() - cpu0[&s.who]),
-        );
+        totals.insert(s.who, (idle[&s.who], rss, s.hwm(), s.cpu() - cpu0[&s.who]));
     }
     if opts.runs("huge") {
         bench.huge().await;
