@@ -48,6 +48,41 @@ pub(super) fn reference_gone(e: &dyn DatabaseError) -> bool {
     postgres::reference_gone(e) || sqlite::reference_gone(e)
 }
 
+/// Opens connections for a deadpool pool (PostgreSQL's, SQLite's readers), used
+/// instead of sqlx's own pool, which pings every connection it takes back: a second
+/// round trip for a one-query request. A connection that sat idle for
+/// `ping_if_idle_for` is pinged before it is handed out again, and replaced if that
+/// fails; one in steady use goes out as it is. One a query broke never comes back
+/// (each dialect's `fail`).
+#[derive(Debug)]
+pub(super) struct Connector<C: sqlx::Connection> {
+    pub options: C::Options,
+    pub ping_if_idle_for: Option<Duration>,
+}
+
+impl<C: sqlx::Connection> deadpool::managed::Manager for Connector<C> {
+    type Type = C;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> std::result::Result<C, sqlx::Error> {
+        C::connect_with(&self.options).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut C,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<sqlx::Error> {
+        if self
+            .ping_if_idle_for
+            .is_some_and(|idle| metrics.last_used() >= idle)
+        {
+            conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
 /// How many times a write is tried again after it lost a race with a delete of a row
 /// it refers to (see [`MetadataError::ReferenceGone`]) where trying again is right.
 const REFERENCE_RETRIES: u32 = 3;

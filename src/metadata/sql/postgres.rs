@@ -3,14 +3,14 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use deadpool::managed::{self, Metrics, Object, QueueMode, RecycleResult};
+use deadpool::managed::{self, Object, QueueMode};
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError};
-use sqlx::{Connection, PgConnection, Postgres};
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use super::retry;
 use super::rows::{self, PACK_SUMMARY_COLUMNS};
+use super::{Connector, retry};
 use crate::digest::Digest;
 use crate::metadata::*;
 use crate::names::{RepoName, Tag};
@@ -106,42 +106,12 @@ pub struct PostgresStore {
 /// 29-31k (12.2-13.5×) without it (docs/benchmarks.md). sqlx's connections stay
 /// correct without it: each command first drains what an abandoned one left
 /// (`wait_until_ready`), and a dropped transaction queues its ROLLBACK.
-type Pool = managed::Pool<Connector>;
-
-/// Opens connections for the [`Pool`], and checks one that sat idle before it is
-/// handed out again.
-#[derive(Debug)]
-struct Connector {
-    options: PgConnectOptions,
-}
-
-impl managed::Manager for Connector {
-    type Type = PgConnection;
-    type Error = sqlx::Error;
-
-    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
-        PgConnection::connect_with(&self.options).await
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut PgConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<sqlx::Error> {
-        // A connection that sat idle may have been cut (a database restart, a
-        // proxy's idle timeout): pinged, and replaced if that fails. One in steady
-        // use goes out as it is; one a query broke never comes back (`Conn::fail`).
-        if metrics.last_used() >= PING_IF_IDLE_FOR {
-            conn.ping().await?;
-        }
-        Ok(())
-    }
-}
+type Pool = managed::Pool<Connector<PgConnection>>;
 
 /// A connection taken from the pool, that goes back when dropped unless a failure
 /// on it may have left it broken, or it is dropped inside a transaction.
 struct Conn {
-    object: Option<Object<Connector>>,
+    object: Option<Object<Connector<PgConnection>>>,
     /// Between [`begin`](Self::begin) and [`end`](Self::end).
     in_transaction: bool,
 }
@@ -257,17 +227,22 @@ impl PostgresStore {
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self> {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| MetadataError::Database(format!("invalid postgres URL: {e}")))?;
-        let pool = Pool::builder(Connector { options: connect })
-            .max_size(options.max_connections.max(1) as usize)
-            .wait_timeout(Some(options.acquire_timeout))
-            .create_timeout(Some(options.acquire_timeout))
-            .recycle_timeout(Some(options.acquire_timeout))
-            // The connection used last goes out first: under light load one stays
-            // in use (and unpinged) while the others idle.
-            .queue_mode(QueueMode::Lifo)
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))?;
+        let pool = Pool::builder(Connector {
+            options: connect,
+            // A connection that sat idle may have been cut (a database restart, a
+            // proxy's idle timeout).
+            ping_if_idle_for: Some(PING_IF_IDLE_FOR),
+        })
+        .max_size(options.max_connections.max(1) as usize)
+        .wait_timeout(Some(options.acquire_timeout))
+        .create_timeout(Some(options.acquire_timeout))
+        .recycle_timeout(Some(options.acquire_timeout))
+        // The connection used last goes out first: under light load one stays
+        // in use (and unpinged) while the others idle.
+        .queue_mode(QueueMode::Lifo)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))?;
         Ok(PostgresStore {
             pool,
             retries: super::TRANSIENT_RETRIES,

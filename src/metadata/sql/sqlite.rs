@@ -6,15 +6,17 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
+use deadpool::managed::{self, Object, QueueMode};
 use sqlx::error::DatabaseError;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
-use super::retry;
 use super::rows::{self, Columns, PACK_SUMMARY_COLUMNS};
+use super::{Connector, retry};
 use crate::digest::Digest;
 use crate::metadata::*;
 use crate::names::{RepoName, Tag};
@@ -46,9 +48,82 @@ pub(super) fn reference_gone(e: &dyn DatabaseError) -> bool {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
-    reader: SqlitePool,
+    reader: Readers,
     /// Retries of a write the database turned away for now (see `retry`).
     retries: u32,
+}
+
+/// The connections reads run on.
+#[derive(Debug, Clone)]
+enum Readers {
+    /// Connections of their own, in a pool that does not ping them. sqlx's pool pings
+    /// every connection it takes back, and with sqlx every SQLite statement, the ping
+    /// included, is a round trip to the connection's worker thread: two more thread
+    /// switches for a one-query request, and the connection out of use until they are
+    /// done. sqlx's connections stay correct without it: the worker runs commands in
+    /// order, so what an abandoned query or a dropped read transaction left (its
+    /// queued `ROLLBACK`) is done before the next command.
+    Own(managed::Pool<Connector<SqliteConnection>>),
+    /// The writer's one connection (`sqlite::memory:`, whose database is the
+    /// connection's own).
+    Writer(SqlitePool),
+}
+
+/// A reader connection, back to its pool when dropped unless a failure on it may
+/// have left it broken.
+enum ReadConn {
+    Own(Object<Connector<SqliteConnection>>),
+    Writer(PoolConnection<Sqlite>),
+    /// Dropped after a failure.
+    Discarded,
+}
+
+impl ReadConn {
+    /// The error `e` of a query on this connection; unless SQLite itself answered it
+    /// (a constraint, a missing row, a value that does not decode), the connection
+    /// is closed instead of going back to the pool.
+    fn fail(&mut self, e: sqlx::Error) -> MetadataError {
+        let answered = matches!(
+            e,
+            sqlx::Error::RowNotFound
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::Database(_)
+        );
+        if !answered {
+            match std::mem::replace(self, ReadConn::Discarded) {
+                // Taken out of the pool, then closed by being dropped.
+                ReadConn::Own(object) => drop(Object::take(object)),
+                ReadConn::Writer(mut conn) => {
+                    conn.close_on_drop();
+                }
+                ReadConn::Discarded => {}
+            }
+        }
+        e.into()
+    }
+}
+
+impl std::ops::Deref for ReadConn {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            ReadConn::Own(object) => object,
+            ReadConn::Writer(conn) => conn,
+            ReadConn::Discarded => unreachable!("a discarded connection is not used again"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for ReadConn {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            ReadConn::Own(object) => object,
+            ReadConn::Writer(conn) => conn,
+            ReadConn::Discarded => unreachable!("a discarded connection is not used again"),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -77,7 +152,7 @@ impl SqliteStore {
                 .await?;
             return Ok(SqliteStore {
                 writer: pool.clone(),
-                reader: pool,
+                reader: Readers::Writer(pool),
                 retries: super::TRANSIENT_RETRIES,
             });
         }
@@ -97,17 +172,39 @@ impl SqliteStore {
         // p99 9.8 ms; 4 readers 18.5k req/s, p99 8.8 ms.
         let per_cores = std::thread::available_parallelism()
             .map_or(4, |n| 2 * u32::try_from(n.get()).unwrap_or(u32::MAX / 2));
-        let reader = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.min(per_cores).max(1))
-            .test_before_acquire(false)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await?;
+        let reader = managed::Pool::builder(Connector {
+            options: connect,
+            // A local file handle does not go stale.
+            ping_if_idle_for: None,
+        })
+        .max_size(options.max_connections.min(per_cores).max(1) as usize)
+        .wait_timeout(Some(options.acquire_timeout))
+        .create_timeout(Some(options.acquire_timeout))
+        // The connection used last goes out first: its worker thread is the one
+        // most likely still on a CPU.
+        .queue_mode(QueueMode::Lifo)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))?;
         Ok(SqliteStore {
             writer,
-            reader,
+            reader: Readers::Own(reader),
             retries: super::TRANSIENT_RETRIES,
         })
+    }
+
+    /// A reader connection.
+    async fn read(&self) -> Result<ReadConn> {
+        match &self.reader {
+            Readers::Own(pool) => match pool.get().await {
+                Ok(object) => Ok(ReadConn::Own(object)),
+                Err(managed::PoolError::Backend(e)) => Err(e.into()),
+                Err(e) => Err(MetadataError::Unavailable(format!(
+                    "no database connection: {e}"
+                ))),
+            },
+            Readers::Writer(pool) => Ok(ReadConn::Writer(pool.acquire().await?)),
+        }
     }
 
     /// The same store, trying a write the database turned away for now (the file
@@ -143,11 +240,13 @@ impl SqliteStore {
         }
         let list = serde_json::Value::from(digests.iter().map(Digest::as_str).collect::<Vec<_>>())
             .to_string();
+        let mut c = self.read().await?;
         let rows: Vec<Option<i64>> = sqlx::query_scalar(sql)
             .bind(list)
             .bind(repo.as_str())
-            .fetch_all(&self.reader)
-            .await?;
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| c.fail(e))?;
         Ok(rows
             .into_iter()
             .map(|s| s.map(rows::size).transpose())
@@ -209,12 +308,16 @@ impl BlobIndex for SqliteStore {
 
     #[tracing::instrument(name = "db.blob_in_repo", skip_all)]
     async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        Ok(Sql::blob_in_repo(&self.reader, repo, digest).await?)
+        let mut c = self.read().await?;
+        Sql::blob_in_repo(&mut *c, repo, digest)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.blob_size", skip_all)]
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        Ok(Sql::blob_size(&self.reader, digest).await?)
+        let mut c = self.read().await?;
+        Sql::blob_size(&mut *c, digest).await.map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.unlink_blob", skip_all)]
@@ -227,12 +330,18 @@ impl BlobIndex for SqliteStore {
 
     #[tracing::instrument(name = "db.repository_exists", skip_all)]
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        Ok(Sql::repository_exists(&self.reader, repo).await?)
+        let mut c = self.read().await?;
+        Sql::repository_exists(&mut *c, repo)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.list_repositories", skip_all)]
     async fn list_repositories(&self, last: Option<&str>, n: u32) -> Result<Page<String>> {
-        Ok(Sql::list_repositories(&self.reader, last, n).await?)
+        let mut c = self.read().await?;
+        Sql::list_repositories(&mut *c, last, n)
+            .await
+            .map_err(|e| c.fail(e))
     }
 }
 
@@ -406,7 +515,10 @@ impl ManifestIndex for SqliteStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>> {
-        Ok(Sql::get_manifest(&self.reader, repo, digest).await?)
+        let mut c = self.read().await?;
+        Sql::get_manifest(&mut *c, repo, digest)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.get_manifest_by_tag", skip_all)]
@@ -415,7 +527,10 @@ impl ManifestIndex for SqliteStore {
         repo: &RepoName,
         tag: &Tag,
     ) -> Result<Option<ManifestRecord>> {
-        Ok(Sql::get_manifest_by_tag(&self.reader, repo, tag).await?)
+        let mut c = self.read().await?;
+        Sql::get_manifest_by_tag(&mut *c, repo, tag)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.delete_manifest", skip_all)]
@@ -436,6 +551,7 @@ impl ManifestIndex for SqliteStore {
 
     #[tracing::instrument(name = "db.list_tags", skip_all)]
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: u32) -> Result<Page<String>> {
+        let mut c = self.read().await?;
         let joined: Option<String> = sqlx::query_scalar(
             "SELECT string_agg(name, char(10)) FROM
                (SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?)",
@@ -443,8 +559,9 @@ impl ManifestIndex for SqliteStore {
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))
         .bind(i64::from(n) + 1)
-        .fetch_one(&self.reader)
-        .await?;
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| c.fail(e))?;
         Ok(rows::page(split_lines(joined), n))
     }
 
@@ -457,7 +574,10 @@ impl ManifestIndex for SqliteStore {
         last: Option<&str>,
         n: u32,
     ) -> Result<Page<Referrer>> {
-        Ok(Sql::list_referrers(&self.reader, repo, subject, artifact_type, last, n).await?)
+        let mut c = self.read().await?;
+        Sql::list_referrers(&mut *c, repo, subject, artifact_type, last, n)
+            .await
+            .map_err(|e| c.fail(e))
     }
 }
 
@@ -532,6 +652,7 @@ impl PackIndex for SqliteStore {
         // is asked first how many rows match, up to a bound. The trigram index needs
         // three characters; shorter text is always looked for by the walk.
         let q = filter.q.as_deref().filter(|q| !q.is_empty());
+        let mut c = self.read().await?;
         let mut indexed_q = q.filter(|q| q.chars().count() >= 3);
         if let Some(text) = indexed_q {
             let matches: i64 = sqlx::query_scalar(
@@ -540,8 +661,9 @@ impl PackIndex for SqliteStore {
             )
             .bind(fts_phrase(text))
             .bind(FTS_SORT_LIMIT + 1)
-            .fetch_one(&self.reader)
-            .await?;
+            .fetch_one(&mut *c)
+            .await
+            .map_err(|e| c.fail(e))?;
             if matches > FTS_SORT_LIMIT {
                 indexed_q = None;
             }
@@ -565,7 +687,11 @@ impl PackIndex for SqliteStore {
             (Some(q), None) => query = query.bind(q),
             (None, _) => {}
         }
-        let rows = query.bind(i64::from(n) + 1).fetch_all(&self.reader).await?;
+        let rows = query
+            .bind(i64::from(n) + 1)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| c.fail(e))?;
         let items = rows
             .iter()
             .map(rows::pack_summary)
@@ -575,17 +701,24 @@ impl PackIndex for SqliteStore {
 
     #[tracing::instrument(name = "db.get_pack", skip_all)]
     async fn get_pack(&self, pack_id: &str) -> Result<Option<PackSummaryRecord>> {
-        Ok(Sql::get_pack(&self.reader, pack_id).await?)
+        let mut c = self.read().await?;
+        Sql::get_pack(&mut *c, pack_id).await.map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.list_pack_versions", skip_all)]
     async fn list_pack_versions(&self, pack_id: &str) -> Result<Vec<PackVersionRecord>> {
-        Ok(Sql::list_pack_versions(&self.reader, pack_id).await?)
+        let mut c = self.read().await?;
+        Sql::list_pack_versions(&mut *c, pack_id)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.pack_used_by", skip_all)]
     async fn pack_used_by(&self, pack_id: &str, n: u32) -> Result<Vec<String>> {
-        Ok(Sql::pack_used_by(&self.reader, pack_id, n).await?)
+        let mut c = self.read().await?;
+        Sql::pack_used_by(&mut *c, pack_id, n)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.get_pack_version", skip_all)]
@@ -594,7 +727,10 @@ impl PackIndex for SqliteStore {
         pack_id: &str,
         version: &str,
     ) -> Result<Option<PackVersionRecord>> {
-        Ok(Sql::get_pack_version(&self.reader, pack_id, version).await?)
+        let mut c = self.read().await?;
+        Sql::get_pack_version(&mut *c, pack_id, version)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     #[tracing::instrument(name = "db.delete_pack_version", skip_all)]
@@ -675,15 +811,24 @@ impl CollectIndex for SqliteStore {
     }
 
     async fn repositories_after(&self, last: Option<&str>, n: u32) -> Result<Vec<String>> {
-        Ok(Sql::list_repositories(&self.reader, last, n).await?.items)
+        let mut c = self.read().await?;
+        Ok(Sql::list_repositories(&mut *c, last, n)
+            .await
+            .map_err(|e| c.fail(e))?
+            .items)
     }
 
     async fn repository_graph(&self, repo: &RepoName) -> Result<RepositoryGraph> {
         // One read transaction: the five reads see one moment.
-        let mut tx = self.reader.begin().await?;
-        let graph = Sql::repository_graph(&mut tx, repo).await?;
-        tx.commit().await?;
-        Ok(graph)
+        let mut c = self.read().await?;
+        let read = async {
+            let mut tx = c.begin().await?;
+            let graph = Sql::repository_graph(&mut tx, repo).await?;
+            tx.commit().await?;
+            Ok(graph)
+        }
+        .await;
+        read.map_err(|e| c.fail(e))
     }
 
     async fn delete_manifests_if_unreachable(
@@ -780,7 +925,10 @@ impl CollectIndex for SqliteStore {
     }
 
     async fn unlinked_blobs(&self, after: Option<&str>, n: u32) -> Result<Vec<(Digest, u64)>> {
-        Ok(Sql::unlinked_blobs(&self.reader, after, n).await?)
+        let mut c = self.read().await?;
+        Sql::unlinked_blobs(&mut *c, after, n)
+            .await
+            .map_err(|e| c.fail(e))
     }
 
     async fn link_counts(&self, digests: &[Digest]) -> Result<Vec<u64>> {
@@ -950,8 +1098,8 @@ impl CollectIndex for SqliteStore {
             finish(tx, folded).await
         })
         .await?;
-        let mut conn = self.reader.acquire().await?;
-        Ok(Sql::read_usage(&mut conn, top).await?)
+        let mut c = self.read().await?;
+        Sql::read_usage(&mut c, top).await.map_err(|e| c.fail(e))
     }
 
     async fn record_gc_run(&self, run: &GcRunRecord) -> Result<()> {
@@ -962,7 +1110,8 @@ impl CollectIndex for SqliteStore {
     }
 
     async fn gc_totals(&self) -> Result<GcTotals> {
-        Ok(Sql::gc_totals(&self.reader).await?)
+        let mut c = self.read().await?;
+        Sql::gc_totals(&mut *c).await.map_err(|e| c.fail(e))
     }
 }
 
@@ -978,19 +1127,29 @@ impl MetadataStore for SqliteStore {
     }
 
     fn pool_stats(&self) -> crate::metadata::PoolStats {
-        let size = u64::from(self.reader.size() + self.writer.size());
-        let idle = (self.reader.num_idle() + self.writer.num_idle()) as u64;
+        let (mut size, mut idle) = (u64::from(self.writer.size()), self.writer.num_idle() as u64);
+        let mut waiting = 0;
+        if let Readers::Own(readers) = &self.reader {
+            let status = readers.status();
+            size += status.size as u64;
+            idle += status.available as u64;
+            waiting = status.waiting as u64;
+        }
         crate::metadata::PoolStats {
             size,
             idle,
+            waiting,
             ..Default::default()
         }
     }
 
     #[tracing::instrument(name = "db.ping", skip_all)]
     async fn ping(&self) -> Result<()> {
-        Sql::ping(&self.reader)
-            .await
+        let ping = async {
+            let mut c = self.read().await?;
+            Sql::ping(&mut *c).await.map_err(|e| c.fail(e))
+        };
+        ping.await
             .map_err(|e| MetadataError::Unavailable(e.to_string()))
     }
 }
@@ -1029,5 +1188,84 @@ impl crate::metadata::suite::Inspect for SqliteStore {
             .execute(&self.writer)
             .await
             .expect("analyze");
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A store in `dir` with one reader connection.
+    async fn one_reader(dir: &tempfile::TempDir) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.path().join("metadata.db").display());
+        let options = PoolOptions {
+            max_connections: 1,
+            ..PoolOptions::default()
+        };
+        let store = SqliteStore::connect(&url, &options).await.expect("open");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    fn open_readers(store: &SqliteStore) -> usize {
+        match &store.reader {
+            Readers::Own(pool) => pool.status().size,
+            Readers::Writer(_) => panic!("a file database has readers of its own"),
+        }
+    }
+
+    /// A read abandoned half-way (its request gone) leaves the connection fit for
+    /// the next read, which finds what is there, with no ping between them.
+    #[tokio::test]
+    async fn an_abandoned_read_leaves_its_reader_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_reader(&dir).await;
+        let repo = RepoName::parse("team/a").unwrap();
+        let slow = async {
+            let mut c = store.read().await?;
+            sqlx::query_scalar::<_, i64>(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)
+                 SELECT COUNT(*) FROM n",
+            )
+            .fetch_one(&mut *c)
+            .await
+            .map_err(|e| c.fail(e))
+        };
+        let abandoned = tokio::time::timeout(Duration::from_millis(20), slow).await;
+        assert!(abandoned.is_err(), "the count outran the timeout");
+        assert!(!store.repository_exists(&repo).await.unwrap());
+        assert_eq!(
+            store.list_tags(&repo, None, 10).await.unwrap().items.len(),
+            0
+        );
+        assert_eq!(open_readers(&store), 1, "the same connection, reused");
+    }
+
+    /// A reader on which a query failed other than by SQLite's answer is closed, and
+    /// the next read opens another; one SQLite answered goes back to the pool.
+    #[tokio::test]
+    async fn a_broken_reader_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_reader(&dir).await;
+        let repo = RepoName::parse("team/a").unwrap();
+
+        let mut c = store.read().await.unwrap();
+        let answered = sqlx::query("SELECT no_such_column FROM manifests")
+            .execute(&mut *c)
+            .await
+            .expect_err("no such column");
+        assert!(matches!(c.fail(answered), MetadataError::Database(_)));
+        drop(c);
+        assert_eq!(open_readers(&store), 1, "kept after SQLite's answer");
+
+        let mut c = store.read().await.unwrap();
+        let broken = c.fail(sqlx::Error::WorkerCrashed);
+        assert!(matches!(broken, MetadataError::Database(_)), "{broken:?}");
+        drop(c);
+        assert_eq!(open_readers(&store), 0, "closed after a broken connection");
+        assert!(!store.repository_exists(&repo).await.unwrap());
+        assert_eq!(open_readers(&store), 1);
     }
 }
