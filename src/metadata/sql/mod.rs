@@ -83,6 +83,53 @@ impl<C: sqlx::Connection> deadpool::managed::Manager for Connector<C> {
     }
 }
 
+impl<C: sqlx::Connection> Connector<C> {
+    /// A pool of at most `max_size` connections from this connector, where taking,
+    /// opening or checking a connection waits at most `timeout`.
+    fn pool(self, max_size: u32, timeout: Duration) -> Result<deadpool::managed::Pool<Self>> {
+        deadpool::managed::Pool::builder(self)
+            .max_size(max_size.max(1) as usize)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            // The connection used last goes out first: under light load one stays in
+            // use (and unpinged) while the others idle, and a SQLite connection's
+            // worker thread is then the one most likely still on a CPU.
+            .queue_mode(deadpool::managed::QueueMode::Lifo)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))
+    }
+}
+
+/// A connection from `pool`; `Unavailable` if none came within its timeout.
+async fn take<C: sqlx::Connection>(
+    pool: &deadpool::managed::Pool<Connector<C>>,
+) -> Result<deadpool::managed::Object<Connector<C>>> {
+    match pool.get().await {
+        Ok(object) => Ok(object),
+        Err(deadpool::managed::PoolError::Backend(e)) => Err(e.into()),
+        Err(e) => Err(MetadataError::Unavailable(format!(
+            "no database connection: {e}"
+        ))),
+    }
+}
+
+/// Whether the database answered `e` in the normal course (a constraint, a missing
+/// row, a value that does not decode), leaving the connection fit for reuse; any
+/// other failure (I/O, a crashed worker, the server going away) may have broken it.
+fn answered(e: &sqlx::Error) -> bool {
+    match e {
+        // Answers read to the end, whose values did not decode.
+        sqlx::Error::RowNotFound
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_) => true,
+        sqlx::Error::Database(d) => !super::server_went_away(d.as_ref()),
+        _ => false,
+    }
+}
+
 /// How many times a write is tried again after it lost a race with a delete of a row
 /// it refers to (see [`MetadataError::ReferenceGone`]) where trying again is right.
 const REFERENCE_RETRIES: u32 = 3;

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use deadpool::managed::{self, Object, QueueMode};
+use deadpool::managed::{self, Object};
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError};
 use sqlx::{PgConnection, Postgres};
@@ -121,16 +121,7 @@ impl Conn {
     /// answered in the normal course (a constraint, a missing row), the connection
     /// is dropped instead of going back to the pool.
     fn fail(&mut self, e: sqlx::Error) -> MetadataError {
-        let answered = match &e {
-            // Answers read to the end, whose values did not decode.
-            sqlx::Error::RowNotFound
-            | sqlx::Error::Decode(_)
-            | sqlx::Error::ColumnDecode { .. }
-            | sqlx::Error::ColumnNotFound(_) => true,
-            sqlx::Error::Database(d) => !server_went_away(d.as_ref()),
-            _ => false,
-        };
-        if !answered {
+        if !super::answered(&e) {
             self.discard();
         }
         e.into()
@@ -227,22 +218,13 @@ impl PostgresStore {
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self> {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| MetadataError::Database(format!("invalid postgres URL: {e}")))?;
-        let pool = Pool::builder(Connector {
+        let pool = Connector {
             options: connect,
             // A connection that sat idle may have been cut (a database restart, a
             // proxy's idle timeout).
             ping_if_idle_for: Some(PING_IF_IDLE_FOR),
-        })
-        .max_size(options.max_connections.max(1) as usize)
-        .wait_timeout(Some(options.acquire_timeout))
-        .create_timeout(Some(options.acquire_timeout))
-        .recycle_timeout(Some(options.acquire_timeout))
-        // The connection used last goes out first: under light load one stays
-        // in use (and unpinged) while the others idle.
-        .queue_mode(QueueMode::Lifo)
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| MetadataError::Database(format!("connection pool: {e}")))?;
+        }
+        .pool(options.max_connections, options.acquire_timeout)?;
         Ok(PostgresStore {
             pool,
             retries: super::TRANSIENT_RETRIES,
@@ -261,23 +243,17 @@ impl PostgresStore {
     /// A connection from the pool.
     async fn conn(&self) -> Result<Conn> {
         let start = std::time::Instant::now();
-        let got = self.pool.get().await;
+        let got = super::take(&self.pool).await;
         let (count, waited) = &*self.acquires;
         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         waited.fetch_add(
             u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
             std::sync::atomic::Ordering::Relaxed,
         );
-        match got {
-            Ok(object) => Ok(Conn {
-                object: Some(object),
-                in_transaction: false,
-            }),
-            Err(managed::PoolError::Backend(e)) => Err(e.into()),
-            Err(e) => Err(MetadataError::Unavailable(format!(
-                "no database connection: {e}"
-            ))),
-        }
+        Ok(Conn {
+            object: Some(got?),
+            in_transaction: false,
+        })
     }
 }
 
